@@ -1,0 +1,7 @@
+"""``python -m repspace``."""
+
+import sys
+
+from repspace.cli import main
+
+sys.exit(main())

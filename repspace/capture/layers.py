@@ -1,0 +1,119 @@
+"""Resolving layer specifications to canonical module paths.
+
+Canonical names are the base model's module paths (PEFT wrappers removed). A spec is a preset,
+an exact path, a glob (``*`` matches within one dotted component, ``**`` across components:
+``encoder.layer.*.output``, ``**.mlp``), a regular expression (``re:...``), or a list of these.
+``PATH:input`` names the input of a module instead of its output.
+
+Presets:
+
+``blocks``
+    The outputs of the transformer blocks: the children of the largest ``ModuleList`` of
+    identical modules.
+``embeddings``
+    The embedding output, i.e. the input of the first block (``<blocks>.0:input``), so it is the
+    same point in every architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+
+from torch import nn
+
+from repspace.errors import InputError
+
+INPUT_SUFFIX = ":input"
+
+
+def _block_stack(model: nn.Module) -> str:
+    best, best_size = None, 0
+    for name, module in model.named_modules():
+        children = list(module.children()) if isinstance(module, nn.ModuleList) else []
+        if len(children) < 2 or len({type(c) for c in children}) != 1:
+            continue
+        size = sum(p.numel() for p in module.parameters())
+        if size > best_size:
+            best, best_size = name, size
+    if best is None:
+        raise InputError("no stack of transformer blocks found in this model: name the layers "
+                         "explicitly (e.g. --layers 'encoder.layer.*')")
+    return best
+
+
+def preset_layers(model: nn.Module, preset: str) -> list[str]:
+    """The module paths a preset names in ``model``."""
+    stack = _block_stack(model)
+    count = len(model.get_submodule(stack))
+    if preset == "blocks":
+        return [f"{stack}.{i}" for i in range(count)]
+    if preset == "embeddings":
+        return [f"{stack}.0{INPUT_SUFFIX}"]
+    raise InputError(f"unknown layer preset {preset!r}; presets: {', '.join(PRESETS)}")
+
+
+PRESETS = ("blocks", "embeddings")
+
+
+def _closest(item: str, names: Sequence[str]) -> str:
+    literal = re.split(r"[*?\[]", item.removeprefix("re:"), maxsplit=1)[0] or item
+    close = difflib.get_close_matches(literal, names, n=3, cutoff=0.3)
+    if not close:
+        close = [n for n in names if n.startswith(literal.rsplit(".", 1)[0])][:3]
+    return ", ".join(close) if close else ", ".join(list(names)[1:4])
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A module-path glob as a regex: ``**`` spans dots, ``*`` and ``?`` do not."""
+    parts = re.split(r"(\*\*|\*|\?|\[[^\]]*\])", pattern)
+    wildcards = {"**": ".*", "*": "[^.]*", "?": "[^.]"}
+    return re.compile("".join(
+        wildcards.get(part) or (part if part.startswith("[") else re.escape(part))
+        for part in parts))
+
+
+def _match(item: str, names: list[str]) -> list[str]:
+    base, suffix = (item[: -len(INPUT_SUFFIX)], INPUT_SUFFIX) if item.endswith(
+        INPUT_SUFFIX) else (item, "")
+    if base.startswith("re:"):
+        try:
+            pattern = re.compile(base[3:])
+        except re.error as exc:
+            raise InputError(f"invalid layer regular expression {base[3:]!r}: {exc}") from exc
+        found = [n for n in names if pattern.fullmatch(n)]
+    elif any(ch in base for ch in "*?["):
+        pattern = _glob(base)
+        found = [n for n in names if pattern.fullmatch(n)]
+    else:
+        found = [base] if base in names else []
+    return [n + suffix for n in found]
+
+
+def resolve_layers(model: nn.Module, spec: str | Sequence[str]) -> list[str]:
+    """Canonical layer names selected by ``spec`` in ``model`` (in order, without repeats).
+
+    ``spec`` may be a comma-separated string. A pattern that matches nothing is an error naming
+    the closest module paths.
+    """
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    items = [s for s in items if s]
+    if not items:
+        raise InputError("no layers given")
+    names = [n for n, _ in model.named_modules() if n]
+    resolved: list[str] = []
+    for item in items:
+        found = preset_layers(model, item) if item in PRESETS else _match(item, names)
+        if not found:
+            raise InputError(f"layer {item!r} matches no module; closest: "
+                             f"{_closest(item, names)}")
+        resolved.extend(n for n in found if n not in resolved)
+    return resolved
+
+
+def split_layer(name: str) -> tuple[str, bool]:
+    """(module path, whether the input rather than the output is captured)."""
+    if name.endswith(INPUT_SUFFIX):
+        return name[: -len(INPUT_SUFFIX)], True
+    return name, False

@@ -1,0 +1,181 @@
+"""The ``repspace`` command line: argument parsing and printing only.
+
+Every command is a thin call into the library; errors a user can cause are printed as one line
+(``repspace: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from repspace.errors import RepspaceError
+from repspace.version import __version__
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="Token type ids are not supported")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from repspace.models import export_checkpoint, load_model
+
+    path = export_checkpoint(args.source, args.out, config=args.config)
+    loaded = load_model(path)
+    params = sum(p.numel() for p in loaded.model.parameters())
+    print(f"wrote {path}: {type(loaded.model).__name__}, {params:,} parameters, "
+          f"fingerprint {loaded.fingerprint[:16]}")
+    return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from repspace.capture import capture
+    from repspace.models import load_model
+    from repspace.probes import load_probe
+    from repspace.store import FeatureStore
+
+    model = load_model(args.model, base=args.base)
+    probe = load_probe(args.data, limit=args.limit)
+    path = capture(model, probe, out=args.out, layers=args.layers, pooling=args.pooling,
+                   tokens=args.tokens, batch_size=args.batch_size, max_length=args.max_length,
+                   device=args.device, resume=args.resume)
+    with FeatureStore(path) as store:
+        summary = {"store": str(path), "samples": len(store.sample_ids), "layers": store.layers,
+                   "pooling": args.pooling, "tokens": args.tokens,
+                   "model_fingerprint": store.meta["model_fingerprint"]}
+    print(json.dumps(summary, indent=2) if args.json else
+          f"wrote {path}: {summary['samples']} samples x {len(store.layers)} layers "
+          f"({args.pooling} pooling{', tokens kept' if args.tokens else ''})")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from repspace.comparison import compare
+
+    result = compare(args.base, args.tuned, data=args.data, layers=args.layers,
+                     pooling=args.pooling, tokens=not args.no_tokens, k=args.k,
+                     limit=args.limit, batch_size=args.batch_size, max_length=args.max_length,
+                     device=args.device, cache_dir=args.cache_dir, out=args.out)
+    print(result.table())
+    print(f"\nwrote {args.out}/metrics.json, metrics.csv and figures (PNG + PDF)")
+    return 0
+
+
+_EXAMPLES = {
+    "export": """examples:
+  repspace export path/to/hf-model-folder base.pt
+  repspace export model.safetensors base.pt --config path/to/folder-with-config
+  repspace export sentence-transformers/all-MiniLM-L6-v2 base.pt   (needs a hub)""",
+    "capture": """examples:
+  repspace capture base.pt --out base.h5                     (shipped probe, block outputs)
+  repspace capture lora.pt --base base.pt --data probe.jsonl --out lora.h5 --tokens
+  repspace capture base.pt --layers 'embeddings,encoder.layer.*.output' --pooling first \\
+      --out cls.h5
+  repspace capture base.pt --out base.h5 --resume            (finish an interrupted capture)""",
+    "compare": """examples:
+  repspace compare base.pt tuned.pt
+  repspace compare base.pt lora.pt prefix.pt --data probe.txt --out results/
+  repspace compare base.pt lora.pt --layers 'encoder.layer.*' --limit 500 --no-tokens""",
+}
+
+
+def _common_capture_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="probe set: text file (one sample per line) or JSONL with "
+                   '"id" and "text" (default: the shipped general English probe)')
+    p.add_argument("--layers", default="blocks", help="preset (blocks, embeddings), module "
+                   "paths, globs or re:PATTERN, comma-separated (default: blocks)")
+    p.add_argument("--pooling", default="mean", choices=("mean", "first", "last"),
+                   help="pool real tokens by mean, first (CLS) or last token (default: mean)")
+    p.add_argument("--limit", type=int, help="use only the first N probe samples")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass")
+    p.add_argument("--max-length", type=int, default=128, help="truncate inputs to N tokens")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repspace", description="Measure how fine-tuning bends the representation space "
+        "of pretrained models.", epilog="run 'repspace COMMAND --help' for examples")
+    parser.add_argument("--version", action="version", version=f"repspace {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, func: Callable) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("export", "Write a self-contained base checkpoint (.pt) of a model.", _cmd_export)
+    p.add_argument("source", help="HF model folder, .safetensors file, or hub id")
+    p.add_argument("out", help="checkpoint to write (.pt)")
+    p.add_argument("--config", help="folder with config.json and tokenizer, for a bare "
+                   ".safetensors file")
+
+    p = add("capture", "Capture per-layer features of a model into an HDF5 store.", _cmd_capture)
+    p.add_argument("model", help="checkpoint (.pt), HF folder, PEFT adapter folder or hub id")
+    p.add_argument("--base", help="base model, for a tuned checkpoint or PEFT adapter folder")
+    p.add_argument("--out", required=True, help="feature store to write (.h5)")
+    p.add_argument("--tokens", action="store_true",
+                   help="also keep every sample's real-token features (for the rank ratio)")
+    p.add_argument("--resume", action="store_true", help="complete an interrupted capture")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    _common_capture_args(p)
+
+    p = add("compare", "Compare tuned models with their base, layer by layer.", _cmd_compare)
+    p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
+    p.add_argument("tuned", nargs="+", help="tuned checkpoints (.pt), PEFT adapter folders, or "
+                   "other models of the same architecture")
+    p.add_argument("--out", default="repspace-compare", help="output folder for metrics.json, "
+                   "metrics.csv and figures (default: repspace-compare)")
+    p.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN (default 10)")
+    p.add_argument("--no-tokens", action="store_true",
+                   help="do not keep token features (skips the rank ratio; faster)")
+    p.add_argument("--cache-dir", help="where captured stores are cached "
+                   "(default: $REPSPACE_CACHE or ~/.cache/repspace)")
+    _common_capture_args(p)
+    return parser
+
+
+def _error(message: str, code: int = 2) -> int:
+    first = " ".join(str(message).split())
+    print(f"repspace: error: {first}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``repspace`` console script."""
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    if os.environ.get("REPSPACE_DEBUG"):
+        return args.func(args)
+    import torch
+
+    try:
+        return args.func(args)
+    except RepspaceError as exc:
+        return _error(str(exc))
+    except torch.OutOfMemoryError:
+        return _error("out of memory: try a smaller --batch-size or --max-length")
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            return _error(f"no space left on the device while writing {exc.filename or ''}")
+        return _error(f"{exc.strerror or exc}: {exc.filename or ''}")
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        return _error(f"internal error ({type(exc).__name__}: {exc}); "
+                      "set REPSPACE_DEBUG=1 for the traceback", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

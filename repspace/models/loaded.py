@@ -1,0 +1,54 @@
+"""The in-memory model handle every other layer works with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run, with what identifies it.
+
+    Attributes
+    ----------
+    model:
+        The module to call (a ``transformers`` model, or a PEFT model wrapping one), in eval mode.
+    tokenizer:
+        The tokenizer (or processor) that prepares its inputs.
+    fingerprint:
+        SHA-256 identifying the weights actually run (see :mod:`repspace.models.fingerprint`).
+    source:
+        Where it was loaded from (a path or hub id), for provenance.
+    kind:
+        ``"base"`` or ``"tuned"``.
+    method:
+        The tuning method of a tuned model (``"lora"``, ``"prefix_tuning"``, ...), else ``None``.
+    base_fingerprint:
+        The fingerprint of the base a tuned model was applied onto.
+    virtual_tokens:
+        Number of virtual tokens the model prepends to every hidden sequence (prompt tuning);
+        capture strips them so tuned positions align with the base's. Prefix tuning adds
+        keys/values only and prepends nothing, so it has 0 here.
+    info:
+        Extra metadata carried by the checkpoint (method config, training summary).
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    fingerprint: str
+    source: str
+    kind: str = "base"
+    method: str | None = None
+    base_fingerprint: str | None = None
+    virtual_tokens: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The underlying ``transformers`` model (PEFT wrappers removed) whose module paths
+        are the canonical layer names."""
+        get_base = getattr(self.model, "get_base_model", None)
+        return get_base() if callable(get_base) else self.model

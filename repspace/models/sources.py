@@ -1,0 +1,187 @@
+"""Loading base models: repspace checkpoints, HF model folders, safetensors files, hub ids."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from repspace.errors import FormatError, InputError
+from repspace.models.checkpoint import FORMAT, FORMAT_VERSION, read_checkpoint
+from repspace.models.fingerprint import hash_tensors
+from repspace.models.loaded import LoadedModel
+from repspace.version import __version__
+
+_TOKENIZER_FILE_LIMIT = 64 * 2**20
+
+
+def is_hf_folder(path: Path) -> bool:
+    """True for a folder holding a ``transformers`` model (config.json + weights)."""
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _model_class(name: str) -> type[nn.Module]:
+    cls = getattr(transformers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise FormatError(f"unknown model class {name!r}: not a transformers model class")
+    return cls
+
+
+def _config_from_dict(config: dict[str, Any]) -> transformers.PreTrainedConfig:
+    values = dict(config)
+    model_type = values.pop("model_type", None)
+    if not model_type:
+        raise FormatError("the checkpoint's config has no model_type")
+    try:
+        return transformers.AutoConfig.for_model(model_type, **values)
+    except ValueError as exc:
+        raise FormatError(f"cannot rebuild config of model_type {model_type!r}: {exc}") from exc
+
+
+def model_class_name(model: nn.Module) -> str:
+    """The ``transformers`` class name used to rebuild ``model``."""
+    return type(model).__name__
+
+
+def _tokenizer_files(tokenizer: Any) -> dict[str, Any]:
+    """Save ``tokenizer`` and return its files: text as str, anything else as a uint8 tensor."""
+    files: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        for file in sorted(Path(tmp).rglob("*")):
+            if not file.is_file() or file.stat().st_size > _TOKENIZER_FILE_LIMIT:
+                continue
+            data = file.read_bytes()
+            name = file.relative_to(tmp).as_posix()
+            try:
+                files[name] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                files[name] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return files
+
+
+def _tokenizer_from_files(files: dict[str, Any]) -> Any:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            target = Path(tmp, name)
+            if Path(tmp) not in target.resolve().parents:
+                raise FormatError(f"tokenizer file name escapes its folder: {name!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                target.write_text(content, encoding="utf-8")
+            else:
+                target.write_bytes(content.numpy().tobytes())
+        return transformers.AutoTokenizer.from_pretrained(tmp)
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().to("cpu") for name, t in model.state_dict().items()}
+
+
+def base_payload(model: nn.Module, tokenizer: Any, source: str) -> dict[str, Any]:
+    """The checkpoint dict of a base model (see :mod:`repspace.models.checkpoint`)."""
+    from datetime import datetime, timezone
+
+    state = _state_dict(model)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "base",
+        "model_class": model_class_name(model),
+        "config": json.loads(model.config.to_json_string(use_diff=False)),
+        "tokenizer_files": _tokenizer_files(tokenizer),
+        "state_dict": state,
+        "fingerprint": hash_tensors(state),
+        "source": source,
+        "repspace_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def base_from_payload(payload: dict[str, Any], source: str) -> LoadedModel:
+    """Rebuild a base model from a validated base checkpoint dict."""
+    state = payload["state_dict"]
+    fingerprint = hash_tensors(state)
+    if fingerprint != payload["fingerprint"]:
+        raise FormatError(f"{source}: weights do not match the stored fingerprint (corrupt file)")
+    config = _config_from_dict(payload["config"])
+    model = _model_class(payload["model_class"])(config)
+    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        model.to(dtypes.pop())
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FormatError(f"{source}: weights do not fit the model class ({first})") from exc
+    return LoadedModel(
+        model=model.eval(),
+        tokenizer=_tokenizer_from_files(payload["tokenizer_files"]),
+        fingerprint=fingerprint,
+        source=source,
+    )
+
+
+def _from_pretrained(source: str, config: str | Path | None = None) -> LoadedModel:
+    kwargs: dict[str, Any] = {}
+    if config is not None:
+        kwargs["config"] = transformers.AutoConfig.from_pretrained(config)
+    try:
+        model = transformers.AutoModel.from_pretrained(source, **kwargs)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(config or source)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FormatError(f"cannot load model {source!r}: {first}") from exc
+    return LoadedModel(model=model.eval(), tokenizer=tokenizer,
+                       fingerprint=hash_tensors(_state_dict(model)), source=str(source))
+
+
+def _from_safetensors(path: Path, config: str | Path | None) -> LoadedModel:
+    folder = Path(config) if config is not None else path.parent
+    if folder.is_file():
+        folder = folder.parent
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            f"{path} is a bare safetensors file: pass the folder holding its config.json "
+            "and tokenizer files with --config"
+        )
+    from safetensors.torch import load_file
+
+    loaded = _from_pretrained(str(folder))
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise FormatError(f"{path} is not a readable safetensors file ({exc})") from exc
+    missing, unexpected = loaded.model.load_state_dict(state, strict=False)
+    if unexpected or len(missing) == len(loaded.model.state_dict()):
+        raise FormatError(f"{path}: tensors do not match the model in {folder}")
+    loaded.fingerprint = hash_tensors(_state_dict(loaded.model))
+    loaded.source = str(path)
+    return loaded
+
+
+def load_base(source: str | Path, *, config: str | Path | None = None) -> LoadedModel:
+    """Load a base model from a repspace ``.pt``, an HF folder, a safetensors file or a hub id."""
+    text = str(source)
+    path = Path(source)
+    if path.suffix == ".pt" or (path.is_file() and path.suffix not in (".safetensors",)):
+        payload = read_checkpoint(path)
+        if payload["kind"] != "base":
+            raise InputError(f"{path} is a tuned checkpoint; a base model was expected here")
+        return base_from_payload(payload, text)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FormatError(f"file not found: {path}")
+        return _from_safetensors(path, config)
+    if path.is_dir():
+        if not is_hf_folder(path):
+            raise FormatError(f"{path} is a folder without config.json: not a model folder")
+        return _from_pretrained(text, config)
+    if path.is_absolute() or text.startswith(".") or text.count("/") > 1:
+        raise FormatError(f"model not found: {text}")
+    return _from_pretrained(text, config)

@@ -1,0 +1,114 @@
+"""Figures of a :class:`~repspace.results.CompareResult` (no metric is computed here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from repspace.plots.style import BASE_COLOR, color, marker, paper_style, save, short_layer
+from repspace.results import COLUMNS, CompareResult
+
+_LABELS = {
+    "cka": "Linear CKA to base",
+    "cka_debiased": "Linear CKA to base (debiased)",
+    "effective_rank": "Effective rank",
+    "rank_ratio": "Rank ratio (90% energy)",
+    "procrustes": "Procrustes distance to base",
+    "mutual_knn": "Mutual k-NN overlap",
+}
+
+
+def _axes(ax: Any) -> tuple[Any, Any]:
+    if ax is None:
+        fig, ax = plt.subplots()
+        return fig, ax
+    return ax.figure, ax
+
+
+def _layer_axis(ax: Any, result: CompareResult) -> None:
+    ticks = range(len(result.layers))
+    ax.set_xticks(list(ticks), [short_layer(layer) for layer in result.layers])
+    ax.set_xlabel("Layer")
+
+
+def plot_metric_by_layer(result: CompareResult, key: str, *, ax: Any = None,
+                         base_key: str | None = None) -> Any:
+    """One line per tuned model of metric ``key`` across layers (plus the base, if
+    ``base_key`` names its column). Returns the figure."""
+    if key not in COLUMNS:
+        raise KeyError(f"unknown metric {key!r}; metrics: {', '.join(COLUMNS)}")
+    with paper_style():
+        fig, ax = _axes(ax)
+        x = np.arange(len(result.layers))
+        if base_key is not None:
+            ax.plot(x, result.column(result.models[0].name, base_key), color=BASE_COLOR,
+                    linestyle="--", marker="o", label="base")
+        for i, model in enumerate(result.models):
+            ax.plot(x, result.column(model.name, key), color=color(i), marker=marker(i),
+                    label=model.name)
+        _layer_axis(ax, result)
+        ax.set_ylabel(_LABELS.get(key, key))
+        if key in ("cka", "cka_debiased", "mutual_knn"):
+            low = min(0.0, *[v for m in result.models for v in result.column(m.name, key)
+                             if v is not None and np.isfinite(v)])
+            ax.set_ylim(low, 1.02)
+        ax.legend(frameon=False)
+    return fig
+
+
+def plot_spectra(result: CompareResult, *, ax: Any = None) -> Any:
+    """Singular values of the last layer's features (normalised by the largest), log scale."""
+    with paper_style():
+        fig, ax = _axes(ax)
+        names = ["base", *(m.name for m in result.models)]
+        for i, name in enumerate(names):
+            values = np.asarray(result.spectra[name], dtype=float)
+            values = values[values > 1e-10 * values[0]] / values[0]  # drop numerical zeros
+            style = ({"color": BASE_COLOR, "linestyle": "--"} if name == "base"
+                     else {"color": color(i - 1)})
+            ax.plot(np.arange(1, len(values) + 1), values, label=name, **style)
+        ax.set_yscale("log")
+        ax.set_xlabel("Index")
+        ax.set_ylabel("Singular value / largest")
+        ax.set_title(f"Spectrum at {result.layers[-1]}")
+        ax.legend(frameon=False)
+    return fig
+
+
+def plot_cka_heatmaps(result: CompareResult) -> Any:
+    """Layer x layer linear CKA (base layers x tuned layers), one panel per tuned model."""
+    with paper_style():
+        n = len(result.models)
+        fig, axes = plt.subplots(1, n, figsize=(2.4 * n + 0.6, 2.4), squeeze=False)
+        ticks = [short_layer(layer) for layer in result.layers]
+        image = None
+        for i, (ax, model) in enumerate(zip(axes[0], result.models, strict=True)):
+            matrix = np.asarray(result.cka_matrices[model.name], dtype=float)
+            image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower")
+            ax.set_xticks(range(len(ticks)), ticks)
+            ax.set_yticks(range(len(ticks)), ticks)
+            ax.set_title(model.name)
+            ax.set_xlabel("Tuned layer")
+            if i == 0:
+                ax.set_ylabel("Base layer")
+            ax.grid(False)
+        fig.colorbar(image, ax=axes[0].tolist(), label="Linear CKA", shrink=0.9)
+    return fig
+
+
+def save_compare_figures(result: CompareResult, out_dir: Path) -> list[Path]:
+    """Write the comparison figures as PNG and PDF; returns the paths written."""
+    figures = {
+        "cka_by_layer": plot_metric_by_layer(result, "cka"),
+        "effective_rank_by_layer": plot_metric_by_layer(result, "effective_rank",
+                                                        base_key="effective_rank_base"),
+        "spectra_last_layer": plot_spectra(result),
+        "cka_heatmap": plot_cka_heatmaps(result),
+    }
+    paths: list[Path] = []
+    for stem, fig in figures.items():
+        paths.extend(save(fig, out_dir, stem))
+    return paths

@@ -1,0 +1,72 @@
+"""One figure style for every repspace plot: sized for a paper column, colour-blind-safe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+
+import matplotlib.pyplot as plt
+
+#: Okabe & Ito (2008) colour-blind-safe palette; the base model is always drawn in black.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
+BASE_COLOR = "#000000"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
+
+RC = {
+    "figure.figsize": (COLUMN_WIDTH, 2.6),
+    "figure.dpi": 150,
+    "savefig.dpi": 300,
+    "savefig.bbox": "tight",
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 3.5,
+    "pdf.fonttype": 42,
+}
+
+
+@contextmanager
+def paper_style() -> Iterator[None]:
+    """Apply the repspace rcParams within the block."""
+    with plt.rc_context(RC):
+        yield
+
+
+def color(i: int) -> str:
+    """The ``i``-th series colour."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def marker(i: int) -> str:
+    return MARKERS[i % len(MARKERS)]
+
+
+def short_layer(name: str) -> str:
+    """A compact tick label for a module path (``encoder.layer.3`` -> ``3``)."""
+    tail = name.rsplit(".", 1)[-1]
+    return tail.replace(":input", " in") if not tail.isdigit() else tail
+
+
+def save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (vector) and close it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=RC["savefig.dpi"], bbox_inches="tight")
+    plt.close(fig)
+    return paths

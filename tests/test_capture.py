@@ -1,0 +1,169 @@
+"""Capture: layer resolution, token rules, pooling, streaming into the store, hook hygiene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import repspace
+from repspace.capture.hooks import collect
+from repspace.capture.tokens import pool
+from repspace.errors import InputError
+from repspace.probes import Probe
+from repspace.store import FeatureStore
+
+BLOCKS = [f"encoder.layer.{i}" for i in range(6)]
+
+
+def test_presets_and_patterns(base):
+    backbone = base.backbone
+    assert repspace.resolve_layers(backbone, "blocks") == BLOCKS
+    assert repspace.resolve_layers(backbone, "embeddings") == ["encoder.layer.0:input"]
+    assert repspace.resolve_layers(backbone, "encoder.layer.*.output") == [
+        f"encoder.layer.{i}.output" for i in range(6)]
+    assert repspace.resolve_layers(backbone, r"re:encoder\.layer\.[0-1]") == BLOCKS[:2]
+    assert repspace.resolve_layers(backbone, "embeddings, blocks, encoder.layer.3") == [
+        "encoder.layer.0:input", *BLOCKS]
+    with pytest.raises(InputError, match=r"matches no module; closest: .*encoder\.layer"):
+        repspace.resolve_layers(backbone, "encoder.layers.*")
+
+
+def _reference(base, texts, layer_index):
+    """Hidden states from transformers' own output_hidden_states, one sample at a time
+    (no padding at all)."""
+    out = []
+    for text in texts:
+        batch = base.tokenizer([text], return_tensors="pt")
+        with torch.inference_mode():
+            hidden = base.model(input_ids=batch["input_ids"],
+                                attention_mask=batch["attention_mask"],
+                                output_hidden_states=True).hidden_states[layer_index]
+        out.append(hidden[0].double().numpy())
+    return out
+
+
+def test_pooled_and_token_features_match_unpadded_forward(base, probe, tmp_path):
+    texts = probe.texts[:12]
+    small = Probe.from_texts(texts)
+    path = repspace.capture(base, small, out=tmp_path / "s.h5", layers="embeddings,blocks",
+                            tokens=True, batch_size=5, progress=False)
+    with FeatureStore(path) as store:
+        assert store.layers == ["encoder.layer.0:input", *BLOCKS]
+        assert store.sample_ids == list(small.ids)
+        for index, layer in [(0, "encoder.layer.0:input"), (3, "encoder.layer.2"),
+                             (6, "encoder.layer.5")]:
+            reference = _reference(base, texts, index)
+            tokens = store.tokens(layer)
+            assert [len(t) for t in tokens] == [len(r) for r in reference]
+            for got, want in zip(tokens, reference, strict=True):
+                np.testing.assert_allclose(got, want, atol=2e-5)
+            np.testing.assert_allclose(store.pooled(layer),
+                                       np.stack([r.mean(0) for r in reference]), atol=2e-5)
+
+
+@pytest.mark.parametrize("pooling", ["first", "last"])
+def test_first_and_last_pick_real_tokens(base, probe, tmp_path, pooling):
+    texts = probe.texts[:6]
+    path = repspace.capture(base, Probe.from_texts(texts), out=tmp_path / "p.h5",
+                            layers="encoder.layer.5", pooling=pooling, batch_size=6,
+                            progress=False)
+    reference = _reference(base, texts, 6)
+    row = 0 if pooling == "first" else -1
+    with FeatureStore(path) as store:
+        np.testing.assert_allclose(store.pooled("encoder.layer.5"),
+                                   np.stack([r[row] for r in reference]), atol=2e-5)
+
+
+def test_pool_formulas_on_left_padding():
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert torch.equal(pool(hidden, mask, "first")[0], hidden[0, 2])
+    assert torch.equal(pool(hidden, mask, "last")[0], hidden[0, 3])
+    assert torch.allclose(pool(hidden, mask, "mean")[0], hidden[0, 2:].mean(0))
+    assert torch.allclose(pool(hidden, mask, "mean")[1], hidden[1].mean(0))
+
+
+def test_prefix_and_prompt_stores_align_with_base(base, probe, tuned_pts, tmp_path):
+    counts = {}
+    for name in ("base", "prefix", "prompt"):
+        model = base if name == "base" else repspace.load_model(tuned_pts[name], base=base)
+        path = repspace.capture(model, probe, out=tmp_path / f"{name}.h5", tokens=True,
+                                batch_size=16, progress=False)
+        with FeatureStore(path) as store:
+            counts[name] = (store.sample_ids, store.token_counts("encoder.layer.5").tolist(),
+                            store.pooled("encoder.layer.5"))
+    for name in ("prefix", "prompt"):
+        assert counts[name][0] == counts["base"][0]
+        assert counts[name][1] == counts["base"][1]
+        assert not np.allclose(counts[name][2], counts["base"][2], atol=1e-3)
+
+
+def test_capture_is_independent_of_batch_size(base, probe, tmp_path):
+    stores = [repspace.capture(base, probe, out=tmp_path / f"{b}.h5", layers="encoder.layer.4",
+                               batch_size=b, progress=False) for b in (1, 48)]
+    with FeatureStore(stores[0]) as a, FeatureStore(stores[1]) as b:
+        np.testing.assert_allclose(a.pooled("encoder.layer.4"), b.pooled("encoder.layer.4"),
+                                   atol=1e-5)
+
+
+def test_hooks_are_removed_when_the_forward_raises(base):
+    module = base.model.get_submodule("encoder.layer.1")
+    before = (len(module._forward_hooks), len(module._forward_pre_hooks))
+    with pytest.raises(RuntimeError, match="boom"), collect(
+            base.model, ["encoder.layer.1", "encoder.layer.1:input"]) as captured:
+        assert (len(module._forward_hooks), len(module._forward_pre_hooks)) == (
+            before[0] + 1, before[1] + 1)
+        raise RuntimeError("boom")
+    assert (len(module._forward_hooks), len(module._forward_pre_hooks)) == before
+    assert captured == {}
+
+
+def _tiny_decoder(kind: str):
+    common = {"vocab_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+              "bos_token_id": 1, "eos_token_id": 1}
+    if kind == "gpt2":
+        config = transformers.GPT2Config(n_embd=16, n_positions=64, n_layer=3, n_head=2,
+                                         vocab_size=64, bos_token_id=1, eos_token_id=1)
+        return transformers.GPT2Model(config), "h"
+    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=32,
+                                      num_key_value_heads=1, **common)
+    return transformers.LlamaModel(config), "layers"
+
+
+class _ToyTokenizer:
+    """Whitespace tokenizer for tiny decoders that pads on the left unless told otherwise."""
+
+    def __call__(self, texts, padding=True, truncation=True, max_length=128, return_tensors="pt",
+                 padding_side="left"):
+        ids = [[sum(map(ord, w)) % 60 + 2 for w in t.split()][:max_length] for t in texts]
+        width = max(map(len, ids))
+
+        def pad(row, fill):
+            extra = [fill] * (width - len(row))
+            return extra + row if padding_side == "left" else row + extra
+
+        return {"input_ids": torch.tensor([pad(i, 0) for i in ids]),
+                "attention_mask": torch.tensor([pad([1] * len(i), 0) for i in ids])}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_tiny_decoders_blocks_and_padding(kind, tmp_path):
+    """Decoders: the block preset finds their stack, and batching (with a tokenizer that pads
+    on the left by default) gives each sample the features of its unpadded forward."""
+    torch.manual_seed(0)
+    model, stack = _tiny_decoder(kind)
+    loaded = repspace.LoadedModel(model=model.eval(), tokenizer=_ToyTokenizer(),
+                                  fingerprint=kind, source=kind)
+    assert repspace.resolve_layers(model, "blocks") == [f"{stack}.{i}" for i in range(3)]
+    texts = ["one two three four five six", "seven eight", "nine ten eleven"]
+    path = repspace.capture(loaded, Probe.from_texts(texts), out=tmp_path / "d.h5",
+                            pooling="last", tokens=True, batch_size=3, progress=False)
+    with FeatureStore(path) as store:
+        assert store.token_counts(f"{stack}.2").tolist() == [6, 2, 3]
+        for i, text in enumerate(texts):
+            with collect(model, [f"{stack}.2"]) as got, torch.inference_mode():
+                model(**_ToyTokenizer()([text]))
+            last = got[f"{stack}.2"][0, -1]
+            np.testing.assert_allclose(store.pooled(f"{stack}.2")[i], last.numpy(), atol=1e-5)

@@ -1,0 +1,92 @@
+"""compare(): identity gives CKA 1, a perturbation at layer k shows up from layer k on, outputs
+are complete, and stores are cached by model and probe fingerprints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import peft
+import pytest
+
+import repspace
+from repspace import comparison as compare_module
+from repspace.results import COLUMNS, CompareResult
+from tests.conftest import make_peft
+
+
+@pytest.fixture(scope="module")
+def self_result(base, base_pt, probe, tmp_path_factory):
+    out = tmp_path_factory.mktemp("self")
+    return repspace.compare(base, [base_pt], data=probe, cache_dir=out / "cache",
+                            out=out / "report", progress=False), out
+
+
+def test_base_against_itself_is_identical(self_result):
+    result, _ = self_result
+    assert len(result.records) == 6
+    for record in result.records:
+        assert abs(record["cka"] - 1) < 1e-6
+        assert abs(record["cka_debiased"] - 1) < 1e-6
+        assert abs(record["mutual_knn"] - 1) < 1e-12
+        assert record["procrustes"] < 1e-3
+        assert record["effective_rank"] == pytest.approx(record["effective_rank_base"], abs=1e-9)
+        assert record["rank_ratio"] == record["rank_ratio_base"]
+    np.testing.assert_array_equal(result.spectra["base"], result.spectra["base-2"])
+    matrix = np.asarray(result.cka_matrices["base-2"])
+    np.testing.assert_allclose(np.diag(matrix), 1, atol=1e-6)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-9)
+
+
+def test_outputs_are_written_and_reload(self_result):
+    result, out = self_result
+    report = out / "report"
+    for stem in ("cka_by_layer", "effective_rank_by_layer", "spectra_last_layer", "cka_heatmap"):
+        for ext in ("png", "pdf"):
+            assert (report / f"{stem}.{ext}").stat().st_size > 1000
+    again = CompareResult.from_json(report / "metrics.json")
+    assert again.records == json.loads(result.to_json())["records"]
+    rows = (report / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",") == ["model", "layer", *COLUMNS]
+    assert len(rows) == 1 + len(result.records)
+    table = result.table()
+    assert "encoder.layer.5" in table and "cka_debiased" in table
+
+
+def test_lora_on_one_layer_changes_only_that_layer_and_after(base, probe, tmp_path):
+    k = 3
+    model = make_peft(base, peft.LoraConfig(r=8, target_modules=["query", "value", "dense"],
+                                            layers_to_transform=[k]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.3)
+    tuned = repspace.save_tuned_checkpoint(model, base, tmp_path / "layer3.pt")
+    result = repspace.compare(base, [tuned], data=probe, cache_dir=tmp_path, progress=False,
+                              tokens=False)
+    cka = result.column("layer3", "cka")
+    assert all(abs(c - 1) < 1e-6 for c in cka[:k])
+    assert all(c < 1 - 1e-3 for c in cka[k:])
+    assert result.column("layer3", "rank_ratio") == [None] * 6
+
+
+def test_stores_are_cached_by_fingerprint(base, base_pt, probe, tmp_path, monkeypatch):
+    kwargs = {"data": probe, "cache_dir": tmp_path, "progress": False, "layers": "blocks"}
+    first = repspace.compare(base, [base_pt], **kwargs)
+    stores = sorted((tmp_path / "stores").glob("*.h5"))
+    assert len(stores) == 1  # base.pt and the loaded base have the same fingerprint
+
+    def fail(*args, **kwargs):
+        raise AssertionError("capture ran although the store was cached")
+
+    monkeypatch.setattr(compare_module, "capture", fail)
+    second = repspace.compare(base, [base_pt], **kwargs)
+    assert second.records == first.records
+    with pytest.raises(AssertionError, match="capture ran"):
+        repspace.compare(base, [base_pt], **{**kwargs, "layers": "embeddings"})
+
+
+def test_compare_needs_a_tuned_model_and_enough_samples(base, probe, tmp_path):
+    with pytest.raises(repspace.InputError, match="at least one"):
+        repspace.compare(base, [], data=probe)
+    with pytest.raises(repspace.InputError, match="at least 4 samples"):
+        repspace.compare(base, [base], data=probe.subset(3), cache_dir=tmp_path)
