@@ -1,0 +1,264 @@
+"""Centered kernel alignment (CKA) between two representations of the same samples.
+
+CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) for Gram matrices K, L over n samples
+(Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited", ICML).
+
+Two HSIC estimators are offered:
+
+- biased (``debiased=False``): HSIC_0 = tr(K H L H) / (n - 1)^2 with H = I - 11^T / n; for the
+  linear kernel this is ||Yc^T Xc||_F^2 / (n - 1)^2 with column-centred Xc, Yc.
+- debiased (``debiased=True``): the unbiased estimator of Song et al. 2012 (JMLR 13), used for CKA
+  by Kornblith et al. 2019 and by Nguyen, Raghu & Kornblith 2021 ("Do Wide and Deep Networks
+  Learn the Same Things?", ICLR). With K~, L~ the Gram matrices with zeroed diagonals,
+  HSIC_1 = [tr(K~ L~) + (1^T K~ 1)(1^T L~ 1) / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3)).
+  It equals <U(K), U(L)>_F / (n(n-3)) where U is the "U-centring" of Szekely & Rizzo (2014),
+  which needs only row sums, so no n x n matrix product is formed. Needs n >= 4.
+
+Biased CKA drifts towards 1 when features far outnumber samples; prefer the debiased estimator
+for small n and always report which one a number is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.spatial.distance import pdist, squareform
+
+from repspace.errors import InputError
+from repspace.metrics._validate import as_matrix, centered, check_layers, check_pair, unit_norm
+
+_DEBIASED_WHY = " for the debiased HSIC estimator"
+
+
+def linear_cka(X: ArrayLike, Y: ArrayLike, *, debiased: bool = False) -> float:
+    """Linear CKA between two representations of the same n samples.
+
+    CKA = HSIC(X, Y) / sqrt(HSIC(X, X) HSIC(Y, Y)) with the linear kernel K = Xc Xc^T, where Xc
+    is X with centred columns. Biased: HSIC = ||Yc^T Xc||_F^2 / (n - 1)^2; debiased: the unbiased
+    estimator of Song et al. 2012 (see the module docstring). The cheaper of the feature path
+    (d x d cross products) and the Gram path (n x n Gram matrices) is used.
+
+    Reference: Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited".
+
+    Parameters
+    ----------
+    X : array-like, shape (n, d_x)
+    Y : array-like, shape (n, d_y)
+        Rows are samples (same samples, same order); the feature dimensions may differ.
+    debiased : bool
+        Use the unbiased HSIC estimator (needs n >= 4).
+
+    Returns
+    -------
+    float
+        In [0, 1] for the biased estimator; in [-1, 1] for the debiased one, which is near 0
+        (either sign) for unrelated representations. 1 means identical up to an orthogonal
+        transform, isotropic scaling and translation of the features; higher means more
+        similar.
+
+    Notes
+    -----
+    Invariant to orthogonal transforms and isotropic scaling of either X or Y, translation of
+    either, and a permutation of the samples applied to both. Not invariant to non-isotropic
+    scaling or general invertible linear maps.
+    """
+    min_rows, why = (4, _DEBIASED_WHY) if debiased else (2, "")
+    X = as_matrix(X, "X", min_rows=min_rows, why=why)
+    Y = as_matrix(Y, "Y", min_rows=min_rows, why=why)
+    check_pair(X, Y)
+    xs, ys = [_prepare(X, "X")], [_prepare(Y, "Y")]
+    return float(_cka_from_hsic(*_linear_hsic(xs, ys, debiased), ["X"], ["Y"])[0, 0])
+
+
+def rbf_cka(X: ArrayLike, Y: ArrayLike, *, threshold: float = 1.0, debiased: bool = False) -> float:
+    """CKA with Gaussian (RBF) kernels k(a, b) = exp(-||a - b||^2 / (2 sigma^2)).
+
+    The bandwidth is set separately for X and for Y: sigma^2 = threshold^2 * median of the squared
+    Euclidean distances over distinct sample pairs (i < j), the median heuristic used by
+    Kornblith et al. 2019 (Google's "Demo: CKA" notebook takes the median over the full n x n
+    distance matrix, zero diagonal included; for large n the two agree). HSIC as in
+    :func:`linear_cka`, computed on the n x n kernel matrices.
+
+    Reference: Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited".
+
+    Parameters
+    ----------
+    X : array-like, shape (n, d_x)
+    Y : array-like, shape (n, d_y)
+        Rows are samples (same samples, same order); the feature dimensions may differ.
+    threshold : float
+        Bandwidth as a fraction of the median distance (> 0). Small values make the kernel local.
+    debiased : bool
+        Use the unbiased HSIC estimator (needs n >= 4).
+
+    Returns
+    -------
+    float
+        In [0, 1] for the biased estimator. 1 means the two kernel matrices are identical up to
+        scale, which holds when X and Y agree up to an orthogonal transform, isotropic scaling
+        and translation; higher means more similar.
+
+    Notes
+    -----
+    Invariant to orthogonal transforms, isotropic scaling (the bandwidth scales with the data)
+    and translation of either X or Y, and to a permutation of the samples applied to both.
+    """
+    min_rows, why = (4, _DEBIASED_WHY) if debiased else (2, "")
+    X = as_matrix(X, "X", min_rows=min_rows, why=why)
+    Y = as_matrix(Y, "Y", min_rows=min_rows, why=why)
+    check_pair(X, Y)
+    if not (isinstance(threshold, Real) and np.isfinite(threshold) and threshold > 0):
+        raise InputError(f"threshold must be a positive finite number, got {threshold}.")
+    K = _center_gram(_rbf_gram(X, threshold, "X"), debiased)
+    L = _center_gram(_rbf_gram(Y, threshold, "Y"), debiased)
+    hsic = np.array([[np.vdot(K, L)]])
+    hx, hy = np.array([np.vdot(K, K)]), np.array([np.vdot(L, L)])
+    return float(_cka_from_hsic(hsic, hx, hy, ["X"], ["Y"])[0, 0])
+
+
+def cka_matrix(
+    Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], *, debiased: bool = False
+) -> np.ndarray:
+    """Linear CKA between every layer in ``Xs`` and every layer in ``Ys``.
+
+    Entry (i, j) equals ``linear_cka(Xs[i], Ys[j], debiased=debiased)``. Each layer is centred
+    once, and all pairs come from one batched product: either of the concatenated centred
+    features (||Y_j^T X_i||_F^2 are block sums of the squared cross-covariance), or of the
+    stacked flattened centred Gram matrices, whichever needs fewer operations. The feature path
+    holds a (sum of d_x) x (sum of d_y) matrix in memory, the Gram path (len(Xs) + len(Ys))
+    n x n matrices.
+
+    Reference: Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited".
+
+    Parameters
+    ----------
+    Xs, Ys : sequence of array-like, each of shape (n, d_i)
+        Layers of the two models (or the same model); all share the same n samples in the
+        same order, feature dimensions may differ. A 3-D array (layers, n, d) is accepted too.
+    debiased : bool
+        Use the unbiased HSIC estimator (needs n >= 4).
+
+    Returns
+    -------
+    numpy.ndarray, shape (len(Xs), len(Ys))
+        Linear CKA values; see :func:`linear_cka` for direction and invariances.
+    """
+    min_rows, why = (4, _DEBIASED_WHY) if debiased else (2, "")
+    xs = check_layers(Xs, "Xs", min_rows=min_rows, why=why)
+    ys = check_layers(Ys, "Ys", min_rows=min_rows, why=why)
+    check_pair(xs[0], ys[0], "Xs[0]", "Ys[0]")
+    xnames = [f"Xs[{i}]" for i in range(len(xs))]
+    ynames = [f"Ys[{j}]" for j in range(len(ys))]
+    xs = [_prepare(M, name) for M, name in zip(xs, xnames, strict=True)]
+    ys = [_prepare(M, name) for M, name in zip(ys, ynames, strict=True)]
+    return _cka_from_hsic(*_linear_hsic(xs, ys, debiased), xnames, ynames)
+
+
+def _prepare(X: np.ndarray, name: str, metric: str = "CKA") -> np.ndarray:
+    """Centre X and scale it to unit Frobenius norm (CKA is scale-invariant; no overflow)."""
+    return unit_norm(centered(X, name, metric))
+
+
+def _linear_hsic(
+    xs: list[np.ndarray], ys: list[np.ndarray], debiased: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scaled HSIC of every pair and of every layer with itself, for centred unit-norm layers.
+
+    All values here and below are HSIC times (n - 1)^2 (biased) or n(n - 3) (debiased): the
+    factor cancels in CKA.
+    """
+    n = xs[0].shape[0]
+    dx, dy = sum(M.shape[1] for M in xs), sum(M.shape[1] for M in ys)
+    feature_cost = n * (dx * dy + sum(M.shape[1] ** 2 for M in xs + ys))
+    gram_cost = n * n * (dx + dy + len(xs) * len(ys))
+    if feature_cost <= gram_cost:
+        return (
+            _feature_hsic(xs, ys, debiased),
+            np.array([_feature_hsic([M], [M], debiased)[0, 0] for M in xs]),
+            np.array([_feature_hsic([M], [M], debiased)[0, 0] for M in ys]),
+        )
+    ex = np.stack([_center_gram(M @ M.T, debiased).ravel() for M in xs])
+    ey = np.stack([_center_gram(M @ M.T, debiased).ravel() for M in ys])
+    return ex @ ey.T, np.einsum("ij,ij->i", ex, ex), np.einsum("ij,ij->i", ey, ey)
+
+
+def _feature_hsic(xs: list[np.ndarray], ys: list[np.ndarray], debiased: bool) -> np.ndarray:
+    """Scaled linear-kernel HSIC of every pair of centred layers, from feature cross-products.
+
+    ||X_i^T Y_j||_F^2 = tr(K L) for K = X_i X_i^T, L = Y_j Y_j^T. With centred features K 1 = 0,
+    so the debiased terms reduce to the squared row norms r = diag(K): tr(K~ L~) =
+    tr(K L) - r_K . r_L, 1^T K~ 1 = -sum(r_K) and 1^T K~ L~ 1 = r_K . r_L.
+    """
+    n = xs[0].shape[0]
+    cross = np.hstack(xs).T @ np.hstack(ys)
+    hsic = np.add.reduceat(
+        np.add.reduceat(cross**2, _block_starts(xs), axis=0), _block_starts(ys), axis=1
+    )
+    if not debiased:
+        return hsic
+    rx = np.stack([np.einsum("ij,ij->i", M, M) for M in xs])
+    ry = np.stack([np.einsum("ij,ij->i", M, M) for M in ys])
+    return hsic - n / (n - 2) * (rx @ ry.T) + np.outer(rx.sum(1), ry.sum(1)) / ((n - 1) * (n - 2))
+
+
+def _block_starts(mats: list[np.ndarray]) -> np.ndarray:
+    """Column index where each layer starts in the horizontal concatenation of ``mats``."""
+    return np.cumsum([0] + [M.shape[1] for M in mats[:-1]])
+
+
+def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
+    """H K H (biased), or the U-centred K of Szekely & Rizzo 2014 (debiased).
+
+    U-centring: U_ij = K_ij - (R_i + R_j) / (n - 2) + sum(R) / ((n - 1)(n - 2)) for i != j and
+    U_ii = 0, with R the row sums of K with zeroed diagonal. Then <U(K), U(L)> / (n(n-3)) is
+    the unbiased HSIC_1 of Song et al. 2012.
+    """
+    if not debiased:
+        K = K - K.mean(axis=0)
+        return K - K.mean(axis=1, keepdims=True)
+    n = K.shape[0]
+    K = K.copy()
+    np.fill_diagonal(K, 0.0)
+    rows = K.sum(axis=1)
+    U = K - (rows[:, None] + rows[None, :]) / (n - 2) + rows.sum() / ((n - 1) * (n - 2))
+    np.fill_diagonal(U, 0.0)
+    return U
+
+
+def _rbf_gram(X: np.ndarray, threshold: float, name: str) -> np.ndarray:
+    """Gaussian kernel matrix with sigma^2 = threshold^2 * median squared distance (i < j).
+
+    Divided by n, so that ||K||_F <= 1 like the linear Gram of a unit-norm X (CKA is unchanged).
+    """
+    sq_dists = pdist(_prepare(X, name, "RBF CKA"), "sqeuclidean")
+    median = np.median(sq_dists)
+    if median <= 0:
+        raise InputError(
+            f"{name} has a zero median pairwise distance (at least half of the sample pairs "
+            "coincide): the RBF bandwidth is undefined."
+        )
+    return np.exp(-squareform(sq_dists) / (2 * threshold**2 * median)) / X.shape[0]
+
+
+def _cka_from_hsic(
+    hsic: np.ndarray, hx: np.ndarray, hy: np.ndarray, xnames: list[str], ynames: list[str]
+) -> np.ndarray:
+    """CKA_ij = hsic_ij / sqrt(hx_i hy_j), after checking that no self-HSIC is zero.
+
+    The Gram matrices have ||K||_F <= 1, so self-HSIC values below 1e-12 are rounding noise.
+    The debiased self-HSIC is a squared norm too (of the U-centred Gram), hence never negative;
+    it vanishes e.g. when all samples but one coincide.
+    """
+    for h, names in ((hx, xnames), (hy, ynames)):
+        bad = np.flatnonzero(h <= 1e-12)
+        if bad.size:
+            name = names[bad[0]]
+            raise InputError(
+                f"The HSIC of {name} with itself is zero, so CKA is undefined: {name} is nearly "
+                "constant or, with debiased=True, too degenerate for the unbiased estimator "
+                "(e.g. all samples but one coincide)."
+            )
+    return hsic / np.sqrt(np.outer(hx, hy))

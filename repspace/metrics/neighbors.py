@@ -1,0 +1,69 @@
+"""Neighbourhood agreement between two representations of the same samples."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from repspace.errors import InputError
+from repspace.metrics._validate import as_matrix, check_pair
+
+
+def mutual_knn(X: ArrayLike, Y: ArrayLike, k: int = 10) -> float:
+    """Mutual k-nearest-neighbour overlap of Huh et al. 2024.
+
+    m = (1/n) sum_i |N_X(i) ∩ N_Y(i)| / k, where N_X(i) are the k samples with the highest cosine
+    similarity to sample i in X, sample i itself excluded. As in the reference code
+    (github.com/minyoungg/platonic-rep, ``measure_alignment.py`` with its default
+    ``normalize=True``), rows are L2-normalised and neighbours ranked by inner product; the
+    features are not centred. Its optional outlier clipping of the features is not applied
+    here. Ties are broken in favour of the lower sample index.
+
+    Reference: Huh, Cheung, Wang & Isola 2024, "The Platonic Representation Hypothesis", ICML.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, d_x)
+    Y : array-like, shape (n, d_y)
+        Rows are samples (same samples, same order); the feature dimensions may differ. No row
+        may be all zeros.
+    k : int
+        Number of neighbours, 1 <= k < n.
+
+    Returns
+    -------
+    float
+        In [0, 1]. 1 means every sample has the same k nearest neighbours in X and Y; chance
+        level is about k / (n - 1); higher means more similar.
+
+    Notes
+    -----
+    Invariant to orthogonal transforms and to isotropic (and per-sample positive) scaling of X
+    or Y, and to a permutation of the samples applied to both. Not invariant to translation.
+    Symmetric in X and Y.
+    """
+    X = as_matrix(X, "X", min_rows=2)
+    Y = as_matrix(Y, "Y", min_rows=2)
+    check_pair(X, Y)
+    n = X.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n:
+        raise InputError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}.")
+    rows = np.arange(n)[:, None]
+    in_x = np.zeros((n, n), dtype=bool)
+    in_x[rows, _knn(X, k, "X")] = True
+    overlap = in_x[rows, _knn(Y, k, "Y")].sum(axis=1)
+    return float(overlap.mean() / k)
+
+
+def _knn(X: np.ndarray, k: int, name: str) -> np.ndarray:
+    """Indices (n x k) of each sample's k most cosine-similar other samples."""
+    norms = np.linalg.norm(X, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise InputError(
+            f"{name} has an all-zero row (sample {zero[0]}): its cosine similarity is undefined."
+        )
+    Xn = X / norms[:, None]
+    similarity = Xn @ Xn.T
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
