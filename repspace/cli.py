@@ -21,10 +21,12 @@ from repspace.version import __version__
 def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Token type ids are not supported")
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    hub_logging.set_verbosity_error()
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -54,7 +56,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
                    "pooling": args.pooling, "tokens": args.tokens,
                    "model_fingerprint": store.meta["model_fingerprint"]}
     print(json.dumps(summary, indent=2) if args.json else
-          f"wrote {path}: {summary['samples']} samples x {len(store.layers)} layers "
+          f"wrote {path}: {summary['samples']} samples x {len(summary['layers'])} layers "
           f"({args.pooling} pooling{', tokens kept' if args.tokens else ''})")
     return 0
 

@@ -63,7 +63,7 @@ class Probe:
         """SHA-256 over every (id, text) in order: equal fingerprints mean equal probe sets."""
         digest = hashlib.sha256()
         for sample_id, text in zip(self.ids, self.texts, strict=True):
-            digest.update(f"{sample_id}\0{text}\n".encode())
+            digest.update(json.dumps([sample_id, text]).encode())
         return digest.hexdigest()
 
     def subset(self, n: int) -> Probe:
@@ -81,7 +81,7 @@ def _read_lines(path: Path) -> list[str]:
         raise FormatError(f"probe file not found: {path}")
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise FormatError(f"{path}:{line}: not valid UTF-8 text") from exc

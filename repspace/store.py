@@ -124,6 +124,8 @@ class StoreWriter:
             raise MismatchError(f"cannot resume {self.path}: it was captured with other settings")
         if bool(attrs.get("tokens")) != self.tokens:
             raise MismatchError(f"cannot resume {self.path}: token capture setting differs")
+        if json.loads(attrs.get("layer_order", "[]")) != list(self.layers):
+            raise MismatchError(f"cannot resume {self.path}: it holds other layers")
         self._file.attrs["complete"] = False
 
     def _truncate(self, n: int) -> None:

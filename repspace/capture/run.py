@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from repspace.capture.hooks import collect
 from repspace.capture.layers import resolve_layers, split_layer

