@@ -24,28 +24,14 @@ from collections.abc import Sequence
 from torch import nn
 
 from repspace.errors import InputError
+from repspace.models.structure import block_stack
 
 INPUT_SUFFIX = ":input"
 
 
-def _block_stack(model: nn.Module) -> str:
-    best, best_size = None, 0
-    for name, module in model.named_modules():
-        children = list(module.children()) if isinstance(module, nn.ModuleList) else []
-        if len(children) < 2 or len({type(c) for c in children}) != 1:
-            continue
-        size = sum(p.numel() for p in module.parameters())
-        if size > best_size:
-            best, best_size = name, size
-    if best is None:
-        raise InputError("no stack of transformer blocks found in this model: name the layers "
-                         "explicitly (e.g. --layers 'encoder.layer.*')")
-    return best
-
-
 def preset_layers(model: nn.Module, preset: str) -> list[str]:
     """The module paths a preset names in ``model``."""
-    stack = _block_stack(model)
+    stack = block_stack(model)
     count = len(model.get_submodule(stack))
     if preset == "blocks":
         return [f"{stack}.{i}" for i in range(count)]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import peft
 import torch
 from torch import nn
 
@@ -13,7 +14,14 @@ from repspace.errors import InputError
 from repspace.models.checkpoint import read_checkpoint, write_checkpoint
 from repspace.models.loaded import LoadedModel
 from repspace.models.sources import base_payload, load_base
-from repspace.models.tuned import apply_tuned, peft_folder_payload, tuned_payload
+from repspace.models.tuned import (
+    Part,
+    apply_tuned,
+    method_name,
+    peft_folder_payload,
+    peft_part,
+    tuned_payload,
+)
 
 
 def _is_peft_folder(path: Path) -> bool:
@@ -51,7 +59,7 @@ def load_model(source: str | Path, *, base: LoadedModel | str | Path | None = No
                 raise InputError(f"{path} is a PEFT adapter folder that names no base: pass base")
             base = named
         base_model = base if isinstance(base, LoadedModel) else load_model(base)
-        return apply_tuned(base_model, peft_folder_payload(path, base_model), str(path))
+        return apply_tuned(base_model, peft_folder_payload(str(path), base_model), str(path))
     if path.suffix == ".pt" and path.is_file():
         payload = read_checkpoint(path)
         if payload["kind"] == "tuned":
@@ -79,13 +87,28 @@ def export_checkpoint(source: str | Path, out: str | Path, *,
     return write_checkpoint(base_payload(loaded.model, loaded.tokenizer, str(source)), out)
 
 
-def save_tuned_checkpoint(tuned: nn.Module, base: LoadedModel, out: str | Path, *,
-                          method: str | None = None, training: dict[str, Any] | None = None,
-                          weights: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write a tuned checkpoint holding only the tuned tensors of ``tuned`` (a PEFT model, or a
-    plain model with its changed tensors in ``weights``), tied to ``base``'s fingerprint."""
+def save_tuned_checkpoint(tuned: nn.Module | list[Part], base: LoadedModel, out: str | Path, *,
+                          method: str | None = None, weights: dict[str, torch.Tensor] | None = None,
+                          **extra: Any) -> Path:
+    """Write a tuned checkpoint holding only the tuned tensors, tied to ``base``'s fingerprint.
+
+    ``tuned`` is a PEFT model (its adapter is saved), a plain model whose changed tensors are
+    given in ``weights`` (full fine-tuning, BitFit), or an explicit list of
+    :class:`~repspace.models.tuned.Part` (compositions such as PT-PEFT). ``extra`` goes to
+    :func:`~repspace.models.tuned.tuned_payload` (``method_config``, ``training``, ``head``,
+    ``task``).
+    """
     out = Path(out)
     if out.suffix != ".pt":
         raise InputError(f"checkpoint file name must end in .pt: {out}")
-    return write_checkpoint(tuned_payload(tuned, base, method=method, training=training,
-                                          weights=weights), out)
+    if isinstance(tuned, list):
+        parts = tuned
+    elif isinstance(tuned, peft.PeftModel):
+        parts = [peft_part(tuned)]
+        method = method or method_name(tuned.peft_config["default"])
+    elif weights is not None:
+        parts = [Part("weights", {}, {k: v.detach().to("cpu").clone()
+                                      for k, v in weights.items()})]
+    else:
+        raise InputError("tuned must be a PeftModel, a list of parts, or pass weights=")
+    return write_checkpoint(tuned_payload(parts, base, method=method or "full", **extra), out)

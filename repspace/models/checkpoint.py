@@ -7,8 +7,9 @@ A checkpoint is a dict of tensors and plain containers, loadable with
 ``model_class`` (a ``transformers`` class name), ``config`` (the HF config as a dict),
 ``tokenizer_files`` (file name -> text, or a uint8 tensor for binary files), ``state_dict``,
 ``fingerprint``, ``source``, ``repspace_version``, ``created``; a tuned checkpoint adds
-``base_fingerprint``, ``method``, ``adapter`` (how the tensors are applied: ``"peft"`` or
-``"weights"``), ``method_config`` and ``training``. Its ``state_dict`` holds only the tuned tensors.
+``base_fingerprint``, ``method``, ``parts`` (how its tensors are applied, in order: see
+:mod:`repspace.models.tuned`), ``method_config``, ``head``, ``task`` and ``training``. Its
+``state_dict`` holds only the tuned tensors.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ FORMAT_VERSION = 1
 KINDS = ("base", "tuned")
 _REQUIRED = {
     "base": ("model_class", "config", "tokenizer_files", "state_dict", "fingerprint"),
-    "tuned": ("state_dict", "fingerprint", "base_fingerprint", "method", "adapter",
-              "method_config"),
+    "tuned": ("parts", "state_dict", "fingerprint", "base_fingerprint", "method"),
 }
 
 
