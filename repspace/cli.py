@@ -73,6 +73,40 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from repspace.tune import MethodOptions, tune
+
+    options = MethodOptions(
+        lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
+        adapter_reduction=args.adapter_reduction, prefix_tokens=args.prefix_tokens,
+        prefix_projection=args.prefix_projection, prefix_hidden=args.prefix_hidden,
+        prompt_tokens=args.prompt_tokens, second=args.second,
+        stage1_epochs=args.stage1_epochs, stage1_lr=args.stage1_lr)
+    result = tune(args.base, args.method, task=args.task, data=args.data,
+                  eval_data=args.eval, out=args.out, epochs=args.epochs, lr=args.lr,
+                  batch_size=args.batch_size, grad_accum=args.grad_accum, seed=args.seed,
+                  device=args.device, max_length=args.max_length, head_lr=args.head_lr,
+                  dropout=args.dropout, save_every=args.save_every, resume=args.resume,
+                  options=options)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    share = 100 * result.trainable_params / result.total_params
+    summary = {"checkpoint": str(result.checkpoint), "log": str(result.log),
+               "peft_dir": str(result.peft_dir) if result.peft_dir else None,
+               "method": args.method, result.metric: result.final_metric,
+               "trainable_params": result.trainable_params, "head_params": result.head_params,
+               "trainable_percent": share}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        metric = "-" if result.final_metric is None else f"{result.final_metric:.4f}"
+        print(f"{'method':<16}{'trainable':>12}{'% of model':>12}{result.metric:>14}\n"
+              f"{args.method:<16}{result.trainable_params:>12,}{share:>12.3f}{metric:>14}\n"
+              f"wrote {result.checkpoint} (log: {result.log})")
+    return 0
+
+
 _EXAMPLES = {
     "export": """examples:
   repspace export path/to/hf-model-folder base.pt
@@ -84,6 +118,15 @@ _EXAMPLES = {
   repspace capture base.pt --layers 'embeddings,encoder.layer.*.output' --pooling first \\
       --out cls.h5
   repspace capture base.pt --out base.h5 --resume            (finish an interrupted capture)""",
+    "tune": """examples:
+  repspace tune base.pt --method lora --data data/task_train.jsonl --eval data/task_eval.jsonl \\
+      --out lora.pt
+  repspace tune base.pt --method pt-peft --second adapter --stage1-epochs 2 --data train.jsonl \\
+      --out ptpeft.pt
+  repspace tune gpt2.pt --task generation --method prefix --data qa.jsonl --out prefix.pt
+  torchrun --nproc_per_node 2 -m repspace tune base.pt --method lora --data train.jsonl \\
+      --out lora.pt                                              (several processes / GPUs)
+  repspace tune base.pt --method lora --data train.jsonl --out lora.pt --resume""",
     "compare": """examples:
   repspace compare base.pt tuned.pt
   repspace compare base.pt lora.pt prefix.pt --data probe.txt --out results/
@@ -132,6 +175,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="complete an interrupted capture")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     _common_capture_args(p)
+
+    from repspace.tune.methods import METHODS, MethodOptions
+
+    defaults = MethodOptions()
+    methods = "\n".join(f"  {m.name:<17} {m.summary} (lr {m.lr:g})" for m in METHODS.values())
+    p = add("tune", "Tune a base model with one method and write a tuned checkpoint.", _cmd_tune)
+    p.description += "\n\nmethods:\n" + methods
+    p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
+    p.add_argument("--method", required=True, choices=list(METHODS), metavar="METHOD",
+                   help="tuning method (listed above)")
+    p.add_argument("--task", default="classification", choices=("classification", "generation"),
+                   help="classification (JSONL text,label) or generation (JSONL prompt,answer)")
+    p.add_argument("--data", required=True, help="training data (JSONL)")
+    p.add_argument("--eval", help="evaluation data (JSONL), scored after every epoch")
+    p.add_argument("--out", required=True, help="tuned checkpoint to write (.pt)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the method's)")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="classification head learning "
+                   "rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=16, help="global batch per micro-step")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA with bf16 if present), cpu, cuda")
+    p.add_argument("--max-length", type=int, default=128, help="truncate inputs to N tokens")
+    p.add_argument("--dropout", type=float, help="set every dropout probability")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also save resumable state every N steps (always after each epoch)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    group = p.add_argument_group("method options")
+    group.add_argument("--lora-r", type=int, default=defaults.lora_r, help="LoRA/DoRA rank")
+    group.add_argument("--lora-alpha", type=int, default=defaults.lora_alpha, help="LoRA alpha")
+    group.add_argument("--lora-dropout", type=float, default=defaults.lora_dropout)
+    group.add_argument("--lora-targets", help="comma-separated module names (default: PEFT's "
+                       "for the model type, e.g. query,value for BERT)")
+    group.add_argument("--adapter-reduction", type=int, default=defaults.adapter_reduction,
+                       help="adapter bottleneck = hidden size / reduction (default 16)")
+    group.add_argument("--prefix-tokens", type=int, default=defaults.prefix_tokens)
+    group.add_argument("--prefix-projection", action="store_true",
+                       help="reparameterise the prefix through an MLP (Li & Liang 2021)")
+    group.add_argument("--prefix-hidden", type=int, default=defaults.prefix_hidden,
+                       help="hidden size of the prefix MLP")
+    group.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens)
+    group.add_argument("--second", default=defaults.second, choices=("lora", "adapter"),
+                       help="pt-peft stage 2 method (default lora)")
+    group.add_argument("--stage1-epochs", type=int, help="pt-peft prefix epochs (default: "
+                       "--epochs)")
+    group.add_argument("--stage1-lr", type=float, help="pt-peft prefix learning rate")
 
     p = add("compare", "Compare tuned models with their base, layer by layer.", _cmd_compare)
     p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")

@@ -1,0 +1,84 @@
+"""Task models: what is optimised and what is measured.
+
+``classification``: mean-pooled real-token features of the last hidden layer -> linear head;
+cross-entropy loss; accuracy. ``generation``: the model's own language-model head; cross-entropy
+on answer tokens (mean per example, then over examples); exact match = every answer token
+(and the end token) is the argmax under teacher forcing, which is exactly when greedy decoding
+reproduces the answer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repspace.capture.tokens import pool
+from repspace.errors import InputError
+from repspace.models import LoadedModel
+from repspace.tune.data import IGNORE
+
+
+def _positions(hidden: torch.Tensor, length: int) -> torch.Tensor:
+    """The last ``length`` positions: prompt tuning prepends virtual tokens."""
+    return hidden[:, hidden.shape[1] - length:]
+
+
+class Classifier(nn.Module):
+    """``model`` (possibly PEFT-wrapped) + mean pooling over real tokens + a linear head."""
+
+    def __init__(self, model: nn.Module, hidden_size: int, num_labels: int) -> None:
+        super().__init__()
+        self.model = model
+        self.head = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = getattr(output, "last_hidden_state", None)
+        if hidden is None:
+            raise InputError("classification needs a model that returns last_hidden_state "
+                             "(an encoder such as BERT); use --task generation for decoders")
+        hidden = _positions(hidden, input_ids.shape[1])
+        return self.head(pool(hidden.float(), attention_mask, "mean"))
+
+    def per_example(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example cross-entropy and whether the argmax class is right."""
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        labels = batch["labels"]
+        return F.cross_entropy(logits, labels, reduction="none"), logits.argmax(-1) == labels
+
+
+class Generator(nn.Module):
+    """A causal language model (possibly PEFT-wrapped) trained on answer tokens only."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def per_example(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example mean cross-entropy over answer tokens, and exact match."""
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        output = self.model(input_ids=input_ids, attention_mask=batch["attention_mask"])
+        logits = getattr(output, "logits", None)
+        if logits is None:
+            raise InputError("generation needs a model with a language-model head "
+                             "(e.g. GPT2LMHeadModel, LlamaForCausalLM)")
+        logits = _positions(logits, input_ids.shape[1])[:, :-1].float()
+        targets = labels[:, 1:]
+        answer = targets != IGNORE
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE,
+                                     reduction="none")
+        per_example = (token_loss * answer).sum(1) / answer.sum(1).clamp(min=1)
+        correct = (logits.argmax(-1) == targets) | ~answer
+        return per_example, correct.all(1)
+
+
+def classifier_from(tuned: LoadedModel) -> Classifier:
+    """The classifier of a tuned classification checkpoint: its model plus its saved head."""
+    task, head = tuned.info.get("task", {}), tuned.info.get("head", {})
+    if task.get("type") != "classification" or not head:
+        raise InputError(f"{tuned.source} has no classification head")
+    weight = head["weight"]
+    classifier = Classifier(tuned.model, weight.shape[1], weight.shape[0])
+    classifier.head.load_state_dict(head)
+    return classifier.eval()

@@ -1,0 +1,393 @@
+"""The embedded trainer: AdamW, cosine schedule with warmup, gradient accumulation and clipping,
+evaluation each epoch, a JSONL log, resumable state, bf16 autocast on CUDA, and several processes
+through DistributedDataParallel.
+
+``--batch-size`` is the global micro-batch: under ``torchrun`` each of the N processes takes its
+share of it, and the loss is scaled so that the gradient is the mean over the examples of the
+optimizer step, whatever N is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import peft
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from repspace.capture.run import resolve_device
+from repspace.errors import FormatError, InputError
+from repspace.models import LoadedModel, load_model, save_tuned_checkpoint
+from repspace.tune.data import (
+    Encoded,
+    collate,
+    encode_classification,
+    encode_generation,
+    read_jsonl,
+)
+from repspace.tune.distributed import World, init_world
+from repspace.tune.methods import (
+    METHODS,
+    Built,
+    MethodOptions,
+    get_method,
+    pt_peft_stage2,
+)
+from repspace.tune.tasks import Classifier, Generator
+
+METRICS = {"classification": "accuracy", "generation": "exact_match"}
+
+
+@dataclass
+class TuneResult:
+    """What a training run produced (``model``: the trained task model, in memory)."""
+
+    checkpoint: Path
+    log: Path
+    peft_dir: Path | None
+    metric: str
+    final_metric: float | None
+    trainable_params: int
+    head_params: int
+    total_params: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Setup:
+    """Everything a stage needs besides its model."""
+
+    task: str
+    train: Encoded
+    eval: Encoded | None
+    pad_id: int
+    batch_size: int
+    grad_accum: int
+    seed: int
+    device: torch.device
+    world: World
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    head_lr: float
+    save_every: int
+    state_path: Path
+    log_path: Path
+    progress: bool
+
+
+def _task_model(built: Built, base: LoadedModel, task: str, labels: list[str]) -> nn.Module:
+    if task == "classification":
+        hidden = base.model.config.hidden_size
+        return Classifier(built.module, hidden, len(labels))
+    return Generator(built.module)
+
+
+def _set_dropout(model: nn.Module, p: float | None) -> None:
+    if p is None:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _log(setup: _Setup, record: dict[str, Any]) -> None:
+    if setup.world.is_main:
+        with setup.log_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def evaluate(model: nn.Module, data: Encoded, setup: _Setup) -> dict[str, float]:
+    """Mean loss and metric (accuracy / exact match) over ``data``."""
+    was_training = model.training
+    model.eval()
+    hits, losses = [], []
+    with torch.inference_mode(), _autocast(setup.device):
+        for start in range(0, len(data), setup.batch_size):
+            indices = list(range(start, min(start + setup.batch_size, len(data))))
+            batch = {k: v.to(setup.device) for k, v in collate(data, indices,
+                                                                setup.pad_id).items()}
+            loss, hit = model.per_example(batch)
+            losses.append(loss.float().cpu())
+            hits.append(hit.cpu())
+    model.train(was_training)
+    return {"eval_loss": torch.cat(losses).mean().item(),
+            METRICS[setup.task]: torch.cat(hits).float().mean().item()}
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+class _PerExample(nn.Module):
+    """Wraps a task model so that ``forward(batch)`` returns per-example losses and hits (the
+    form DistributedDataParallel needs: everything through ``forward``)."""
+
+    def __init__(self, task_model: nn.Module) -> None:
+        super().__init__()
+        self.task_model = task_model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.task_model.per_example(batch)
+
+
+def _save_state(setup: _Setup, stage: int, epoch: int, step: int, model: nn.Module,
+                optimizer: torch.optim.Optimizer, scheduler: Any,
+                history: list[dict[str, Any]]) -> None:
+    if not setup.world.is_main:
+        return
+    state = {
+        "stage": stage, "epoch": epoch, "step": step,
+        "trainable": {n: p.detach().cpu().clone() for n, p in _trainable(model).items()},
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(), "history": history,
+    }
+    tmp = setup.state_path.with_name(setup.state_path.name + ".partial")
+    torch.save(state, tmp)
+    tmp.replace(setup.state_path)
+
+
+def _load_state(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a state file cut by a kill
+        raise FormatError(f"cannot resume from {path}: unreadable state file ({exc})") from exc
+
+
+def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr: float,
+                resume_state: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
+    """Train ``model``'s trainable parameters for ``epochs`` epochs (from ``resume_state``)."""
+    params = _trainable(model)
+    head = [p for n, p in params.items() if n.startswith("head.")]
+    rest = [p for n, p in params.items() if not n.startswith("head.")]
+    groups = [{"params": rest, "lr": lr}] if rest else []
+    if head:
+        groups.append({"params": head, "lr": setup.head_lr if rest else lr})
+    if not groups:
+        raise InputError("this method leaves nothing to train")
+    optimizer = torch.optim.AdamW(groups, weight_decay=setup.weight_decay)
+    per_step = setup.batch_size * setup.grad_accum
+    steps_per_epoch = math.ceil(len(setup.train) / per_step)
+    total = steps_per_epoch * epochs
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(setup.warmup_ratio * total), total)
+    start_epoch, start_step = 0, 0
+    if resume_state is not None and resume_state["stage"] == stage:
+        missing = set(params) ^ set(resume_state["trainable"])
+        if missing:
+            raise FormatError(f"cannot resume: the saved state trains other parameters "
+                              f"({sorted(missing)[:2]})")
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(resume_state["trainable"][name])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        torch.set_rng_state(resume_state["rng"])
+        start_epoch, start_step = resume_state["epoch"], resume_state["step"]
+    world, device = setup.world, setup.device
+    runner: nn.Module = _PerExample(model)
+    if world.distributed:
+        runner = DistributedDataParallel(
+            runner, device_ids=[world.local_rank] if device.type == "cuda" else None)
+    model.train()
+    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch + start_step,
+               desc=f"train stage {stage}" if stage else "train", unit="step",
+               disable=not (setup.progress and world.is_main))
+    for epoch in range(start_epoch, epochs):
+        order = torch.randperm(len(setup.train), generator=torch.Generator().manual_seed(
+            setup.seed * 1009 + stage * 101 + epoch)).tolist()
+        for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
+            tic = time.perf_counter()
+            chosen = order[step * per_step:(step + 1) * per_step]
+            micro = [chosen[i:i + setup.batch_size]
+                     for i in range(0, len(chosen), setup.batch_size)]
+            micro = [m for m in micro if len(m) >= world.size]
+            total_loss = 0.0
+            for i, indices in enumerate(micro):
+                mine = indices[world.rank::world.size]
+                batch = {k: v.to(device) for k, v in collate(setup.train, mine,
+                                                              setup.pad_id).items()}
+                sync = i == len(micro) - 1 or not world.distributed
+                context = runner.no_sync() if not sync else contextlib.nullcontext()
+                with context, _autocast(device):
+                    losses, _ = runner(batch)
+                    loss = losses.sum() * world.size / sum(len(m) for m in micro)
+                loss.backward()
+                total_loss += loss.item() / world.size
+            norm = torch.nn.utils.clip_grad_norm_(list(params.values()), setup.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.update()
+            bar.set_postfix(loss=f"{total_loss:.4f}")
+            _log(setup, {"stage": stage, "epoch": epoch, "step": step, "loss": total_loss,
+                         "lr": scheduler.get_last_lr()[0], "grad_norm": float(norm),
+                         "samples_per_s": len(chosen) / (time.perf_counter() - tic)})
+            if setup.save_every and (step + 1) % setup.save_every == 0:
+                _save_state(setup, stage, epoch, step + 1, model, optimizer, scheduler, history)
+        record: dict[str, Any] = {"stage": stage, "epoch": epoch}
+        if setup.eval is not None and world.is_main:
+            record.update(evaluate(model, setup.eval, setup))
+        history.append(record)
+        _log(setup, {**record, "event": "eval"})
+        _save_state(setup, stage, epoch + 1, 0, model, optimizer, scheduler, history)
+        world.barrier()
+    bar.close()
+
+
+def _label_names(records: list[dict]) -> list[str]:
+    return sorted({str(r["label"]) for r in records})
+
+
+def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
+         out: str | Path, task: str = "classification", eval_data: str | Path | None = None,
+         epochs: int = 3, lr: float | None = None, batch_size: int = 16, grad_accum: int = 1,
+         seed: int = 0, device: str = "auto", max_length: int = 128,
+         warmup_ratio: float = 0.06, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
+         head_lr: float = 1e-3, dropout: float | None = None, save_every: int = 0,
+         resume: bool = False, progress: bool = True, peft_folder: bool = True,
+         options: MethodOptions | None = None, **option_values: Any) -> TuneResult:
+    """Tune ``base`` with ``method`` on a task and write the tuned checkpoint ``out``.
+
+    Parameters
+    ----------
+    method:
+        One of :data:`~repspace.tune.methods.METHODS` (``full``, ``lora``, ``dora``, ``adapter``,
+        ``parallel-adapter``, ``prefix``, ``prompt``, ``ia3``, ``bitfit``, ``linear-probe``,
+        ``connector``, ``pt-peft``).
+    task:
+        ``classification`` (JSONL ``text``, ``label``; accuracy) or ``generation`` (JSONL
+        ``prompt``, ``answer``; loss on answer tokens; exact match).
+    lr:
+        Learning rate of the method's parameters (default: the method's). The classification
+        head uses ``head_lr``. For ``pt-peft``, ``lr`` is stage 2's and ``stage1_lr`` stage 1's.
+    batch_size, grad_accum:
+        Global micro-batch and micro-batches per optimizer step.
+    dropout:
+        Set every dropout probability of the model (``None`` keeps the model's own).
+    save_every:
+        Also save the resumable state every N optimizer steps (it is saved after every epoch).
+    resume:
+        Continue from the state saved next to ``out`` by an interrupted run.
+    options, option_values:
+        Method options (:class:`~repspace.tune.methods.MethodOptions`), e.g. ``lora_r=16``.
+
+    On CPU with a fixed seed a run is reproducible bit for bit. Returns a :class:`TuneResult`.
+    """
+    spec = get_method(method)
+    options = options or MethodOptions()
+    for key, value in option_values.items():
+        if not hasattr(options, key):
+            raise InputError(f"unknown method option {key!r}")
+        setattr(options, key, value)
+    if epochs < 1 or batch_size < 1 or grad_accum < 1:
+        raise InputError("epochs, batch_size and grad_accum must be positive")
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise InputError(f"checkpoint file name must end in .pt: {out}")
+    dev = resolve_device(device)
+    world = init_world(dev.type)
+    if world.distributed and dev.type == "cuda":
+        dev = torch.device("cuda", world.local_rank)
+    if batch_size % world.size:
+        raise InputError(f"batch_size {batch_size} must be a multiple of the number of "
+                         f"processes ({world.size})")
+    base = base if isinstance(base, LoadedModel) else load_model(base)
+    records = read_jsonl(data, task)
+    eval_records = read_jsonl(eval_data, task) if eval_data is not None else None
+    tokenizer = base.tokenizer
+    labels = _label_names(records) if task == "classification" else []
+    if task == "classification":
+        train_set = encode_classification(records, tokenizer, max_length, labels)
+        eval_set = (encode_classification(eval_records, tokenizer, max_length, labels)
+                    if eval_records else None)
+    else:
+        train_set = encode_generation(records, tokenizer, max_length)
+        eval_set = encode_generation(eval_records, tokenizer, max_length) if eval_records else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    setup = _Setup(task, train_set, eval_set, pad_id, batch_size, grad_accum, seed, dev, world,
+                   warmup_ratio, weight_decay, max_grad_norm, head_lr, save_every,
+                   out.with_name(out.stem + ".state.pt"), out.with_name(out.stem + ".log.jsonl"),
+                   progress)
+    state = _load_state(setup.state_path) if resume else None
+    if world.is_main:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if state is None:
+            setup.log_path.write_text("", encoding="utf-8")
+    torch.manual_seed(seed)
+    history: list[dict[str, Any]] = list(state["history"]) if state else []
+
+    def build(builder: Any) -> tuple[Built, nn.Module]:
+        model = copy.deepcopy(base.model)
+        _set_dropout(model, dropout)
+        built = builder(model, options, task)
+        return built, _task_model(built, base, task, labels).to(dev)
+
+    if method == "pt-peft":
+        stage1_epochs = options.stage1_epochs or epochs
+        stage1_lr = options.stage1_lr or METHODS["prefix"].lr
+        built, model = build(METHODS["prefix"].build)
+        if state is None or state["stage"] == 1:
+            train_stage(model, setup, stage=1, epochs=stage1_epochs, lr=stage1_lr,
+                        resume_state=state, history=history)
+        prefix = peft.get_peft_model_state_dict(built.peft_model)
+        head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+        built, model = build(pt_peft_stage2)
+        peft.set_peft_model_state_dict(built.peft_model, prefix)
+        model.load_state_dict(head, strict=False)
+        train_stage(model, setup, stage=2, epochs=epochs,
+                    lr=lr or METHODS[options.second].lr,
+                    resume_state=state, history=history)
+    else:
+        built, model = build(spec.build)
+        train_stage(model, setup, stage=0, epochs=epochs, lr=lr or spec.lr,
+                    resume_state=state, history=history)
+
+    trainable = _trainable(model)
+    head_params = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
+    method_params = sum(p.numel() for p in trainable.values()) - head_params
+    total = sum(p.numel() for p in base.model.parameters())
+    metric = METRICS[task]
+    final = next((h[metric] for h in reversed(history) if metric in h), None)
+    peft_dir = None
+    if world.is_main:
+        head = {k.removeprefix("head."): v for k, v in model.state_dict().items()
+                if k.startswith("head.")}
+        training = {"epochs": epochs, "lr": lr or spec.lr, "batch_size": batch_size,
+                    "grad_accum": grad_accum, "seed": seed, "max_length": max_length,
+                    "processes": world.size, "device": dev.type, "metric": metric,
+                    "final_metric": final, "history": history,
+                    "trainable_params": method_params, "head_params": head_params,
+                    "total_params": total, "data": str(data)}
+        save_tuned_checkpoint(built.parts(), base, out, method=method,
+                              method_config=options.to_dict(), training=training, head=head,
+                              task={"type": task, "labels": labels, "pooling": "mean",
+                                    "max_length": max_length})
+        if peft_folder and built.peft_model is not None and method != "pt-peft":
+            peft_dir = out.with_name(out.stem + "_peft")
+            built.peft_model.save_pretrained(str(peft_dir))
+        setup.state_path.unlink(missing_ok=True)
+    world.barrier()
+    return TuneResult(out, setup.log_path, peft_dir, metric, final, method_params,
+                      head_params, total, history, model.eval())
+
+
+__all__ = ["METHODS", "MethodOptions", "TuneResult", "evaluate", "tune"]
