@@ -4,7 +4,9 @@ checkpoint, small probe sets and tuned checkpoints made with PEFT."""
 from __future__ import annotations
 
 import copy
+import json
 import os
+import random
 from pathlib import Path
 
 import peft
@@ -65,3 +67,22 @@ def tuned_pts(base: repspace.LoadedModel, tmp_path_factory: pytest.TempPathFacto
     return {name: repspace.save_tuned_checkpoint(make_peft(base, cfg), base,
                                                  folder / f"{name}.pt")
             for name, cfg in configs.items()}
+
+
+GOOD = ["great", "lovely", "excellent", "superb", "wonderful", "brilliant"]
+BAD = ["awful", "terrible", "poor", "dreadful", "boring", "weak"]
+
+
+@pytest.fixture(scope="session")
+def task_files(tmp_path_factory):
+    """A small two-class sentiment task (48 train, 16 eval) as JSONL files."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(64):
+        words = GOOD if i % 2 else BAD
+        rows.append({"text": f"the film was {rng.choice(words)} and the plot was "
+                             f"{rng.choice(words)}", "label": "pos" if i % 2 else "neg"})
+    folder = tmp_path_factory.mktemp("task")
+    for name, part in (("train", rows[:48]), ("eval", rows[48:])):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    return folder / "train.jsonl", folder / "eval.jsonl"

@@ -253,6 +253,17 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
     bar.close()
 
 
+def _save(built: Built, model: nn.Module, base: LoadedModel, out: Path, method: str,
+          options: MethodOptions, training: dict[str, Any], task: str,
+          labels: list[str]) -> None:
+    head = {k.removeprefix("head."): v for k, v in model.state_dict().items()
+            if k.startswith("head.")}
+    save_tuned_checkpoint(built.parts(), base, out, method=method,
+                          method_config=options.to_dict(), training=training, head=head,
+                          task={"type": task, "labels": labels, "pooling": "mean",
+                                "max_length": training["max_length"]})
+
+
 def _label_names(records: list[dict]) -> list[str]:
     return sorted({str(r["label"]) for r in records})
 
@@ -335,6 +346,14 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     torch.manual_seed(seed)
     history: list[dict[str, Any]] = list(state["history"]) if state else []
 
+    metric = METRICS[task]
+
+    def training(n_epochs: int, rate: float) -> dict[str, Any]:
+        return {"epochs": n_epochs, "lr": rate, "batch_size": batch_size,
+                "grad_accum": grad_accum, "seed": seed, "max_length": max_length,
+                "processes": world.size, "device": dev.type, "metric": metric,
+                "data": str(data)}
+
     def build(builder: Any) -> tuple[Built, nn.Module]:
         model = copy.deepcopy(base.model)
         _set_dropout(model, dropout)
@@ -348,6 +367,9 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         if state is None or state["stage"] == 1:
             train_stage(model, setup, stage=1, epochs=stage1_epochs, lr=stage1_lr,
                         resume_state=state, history=history)
+            if world.is_main:
+                _save(built, model, base, out.with_name(out.stem + ".stage1.pt"), "prefix",
+                      options, {**training(stage1_epochs, stage1_lr), "stage": 1}, task, labels)
         prefix = peft.get_peft_model_state_dict(built.peft_model)
         head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
         built, model = build(pt_peft_stage2)
@@ -365,22 +387,13 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     head_params = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
     method_params = sum(p.numel() for p in trainable.values()) - head_params
     total = sum(p.numel() for p in base.model.parameters())
-    metric = METRICS[task]
     final = next((h[metric] for h in reversed(history) if metric in h), None)
     peft_dir = None
     if world.is_main:
-        head = {k.removeprefix("head."): v for k, v in model.state_dict().items()
-                if k.startswith("head.")}
-        training = {"epochs": epochs, "lr": lr or spec.lr, "batch_size": batch_size,
-                    "grad_accum": grad_accum, "seed": seed, "max_length": max_length,
-                    "processes": world.size, "device": dev.type, "metric": metric,
-                    "final_metric": final, "history": history,
-                    "trainable_params": method_params, "head_params": head_params,
-                    "total_params": total, "data": str(data)}
-        save_tuned_checkpoint(built.parts(), base, out, method=method,
-                              method_config=options.to_dict(), training=training, head=head,
-                              task={"type": task, "labels": labels, "pooling": "mean",
-                                    "max_length": max_length})
+        summary = {**training(epochs, lr or spec.lr), "final_metric": final,
+                   "history": history, "trainable_params": method_params,
+                   "head_params": head_params, "total_params": total}
+        _save(built, model, base, out, method, options, summary, task, labels)
         if peft_folder and built.peft_model is not None and method != "pt-peft":
             peft_dir = out.with_name(out.stem + "_peft")
             built.peft_model.save_pretrained(str(peft_dir))
