@@ -1,0 +1,95 @@
+"""Generation on tiny decoders built in the test (GPT-2, Llama): the loss covers answer tokens
+only, it falls, frozen weights stay put, and prefix/prompt/PT-PEFT run through the real
+DynamicCache / virtual-token paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+import repspace
+from repspace.models.checkpoint import write_checkpoint
+from repspace.models.sources import base_payload
+from repspace.tune import tune
+from repspace.tune.data import IGNORE, encode_generation
+
+PAIRS = [("france", "paris"), ("italy", "rome"), ("spain", "madrid"), ("japan", "tokyo"),
+         ("egypt", "cairo"), ("peru", "lima"), ("kenya", "nairobi"), ("chile", "santiago")]
+
+
+def _tokenizer() -> transformers.PreTrainedTokenizerFast:
+    words = ["[pad]", "[eos]", "[unk]", "capital", "of", "is", "?",
+             *[w for pair in PAIRS for w in pair]]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[unk]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[pad]",
+                                                eos_token="[eos]", unk_token="[unk]")
+
+
+def _model(kind: str) -> transformers.PreTrainedModel:
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(vocab_size=32, n_embd=32, n_layer=2, n_head=2,
+                                         n_positions=64, bos_token_id=1, eos_token_id=1,
+                                         pad_token_id=0)
+        return transformers.GPT2LMHeadModel(config)
+    config = transformers.LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=2,
+                                      num_key_value_heads=1, bos_token_id=1, eos_token_id=1,
+                                      pad_token_id=0)
+    return transformers.LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def decoder(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    path = write_checkpoint(base_payload(_model(request.param), _tokenizer(), request.param),
+                            folder / "base.pt")
+    data = folder / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"capital of {c} ?", "answer": a}) + "\n"
+                            for c, a in PAIRS * 4))
+    return repspace.load_model(path), data, folder
+
+
+def test_loss_covers_answer_tokens_only():
+    encoded = encode_generation([{"prompt": "capital of peru ?", "answer": "lima"}],
+                                _tokenizer(), 32)
+    tokenizer = _tokenizer()
+    assert encoded.input_ids[0] == tokenizer("capital of peru ? lima")["input_ids"] + [1]
+    assert encoded.labels[0] == [IGNORE] * 4 + [tokenizer.convert_tokens_to_ids("lima"), 1]
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "prefix", "prompt", "adapter", "pt-peft"])
+def test_decoder_methods_train(method, decoder):
+    base, data, folder = decoder
+    result = tune(base, method, task="generation", data=data, eval_data=data,
+                  out=folder / f"{method}.pt", epochs=4, batch_size=8, lr=3e-2 if method in (
+                      "prefix", "prompt", "pt-peft") else 5e-3, head_lr=5e-3,
+                  stage1_epochs=2, progress=False, prefix_tokens=4, prompt_tokens=4)
+    steps = [r["loss"] for r in map(json.loads, result.log.read_text().splitlines())
+             if "loss" in r]
+    assert sum(steps[-3:]) < sum(steps[:3])
+    assert result.metric == "exact_match" and result.head_params == 0
+    base_params = dict(base.model.named_parameters())
+    for name, param in result.model.named_parameters():
+        canonical = name.removeprefix("model.").removeprefix("base_model.model.")
+        canonical = canonical.removeprefix("base_model.").replace(".base_layer.", ".")
+        if not param.requires_grad and canonical in base_params:
+            assert torch.equal(param, base_params[canonical]), name
+    tuned = repspace.load_model(result.checkpoint, base=base)
+    batch = base.tokenizer(["capital of peru ? lima"], return_tensors="pt")
+    with torch.inference_mode():
+        expected = result.model.model(**batch).logits
+        assert torch.equal(tuned.model(**batch).logits, expected)
+
+
+def test_full_finetuning_learns_the_answers(decoder):
+    base, data, folder = decoder
+    result = tune(base, "full", task="generation", data=data, eval_data=data,
+                  out=folder / "learn.pt", epochs=20, batch_size=8, lr=3e-3, dropout=0.0,
+                  progress=False)
+    assert result.final_metric == 1.0
