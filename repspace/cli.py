@@ -107,6 +107,22 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from repspace.demo import DemoSettings, run_demo
+    from repspace.demo.report import COLUMNS, table_rows
+
+    settings = (DemoSettings.quick() if args.quick else DemoSettings()).with_seeds(args.seeds)
+    result = run_demo(args.out, settings=settings, device=args.device)
+    rows = [[title for _, title in COLUMNS], *table_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    verdict = "holds" if result.claims["holds"] else "does not fully hold"
+    print(f"\nclaim {verdict}; report: {args.out}/report.html, {args.out}/report.md, "
+          f"numbers: {args.out}/results.json")
+    return 0
+
+
 _EXAMPLES = {
     "export": """examples:
   repspace export path/to/hf-model-folder base.pt
@@ -127,6 +143,10 @@ _EXAMPLES = {
   torchrun --nproc_per_node 2 -m repspace tune base.pt --method lora --data train.jsonl \\
       --out lora.pt                                              (several processes / GPUs)
   repspace tune base.pt --method lora --data train.jsonl --out lora.pt --resume""",
+    "demo": """examples:
+  repspace demo                       (the full study, about 20 minutes on a 2-core CPU)
+  repspace demo --quick --out quick/  (one seed, fewer samples: a few minutes)
+  repspace demo --seeds 5 --device cuda""",
     "compare": """examples:
   repspace compare base.pt tuned.pt
   repspace compare base.pt lora.pt prefix.pt --data probe.txt --out results/
@@ -159,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         return p
+
+    p = add("demo", "Reproduce 'LoRA and adapters bend the space, prefix keeps it, PT-PEFT gets "
+            "both' on the shipped MiniLM and data, and write a report.", _cmd_demo)
+    p.add_argument("--out", default="repspace-demo", help="output folder (default repspace-demo)")
+    p.add_argument("--seeds", type=int, help="seeds per method (default 3; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="fewer samples, one seed, short training")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
 
     p = add("export", "Write a self-contained base checkpoint (.pt) of a model.", _cmd_export)
     p.add_argument("source", help="HF model folder, .safetensors file, or hub id")

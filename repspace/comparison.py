@@ -125,6 +125,8 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
         settings={"probe": probe.source, "probe_fingerprint": probe.fingerprint,
                   "n_samples": len(probe), "pooling": pooling, "k": k, "max_length": max_length,
                   "cka_estimators": ["biased (cka)", "debiased (cka_debiased)"]})
+    result.stores = {name: str(s.path) for name, s in zip(["base", *labels],
+                                                          [base_store, *stores], strict=True)}
     try:
         for store in stores:
             check_aligned(base_store, store)

@@ -42,7 +42,8 @@ class CompareResult:
     ``records`` has one dict per (model, layer) with the keys ``model``, ``layer`` and the
     :data:`COLUMNS`; ``spectra`` maps model name (and ``base``) to the singular values of its
     last-layer features; ``cka_matrices`` maps model name to the layer x layer linear CKA matrix
-    (rows: base layers, columns: the model's layers).
+    (rows: base layers, columns: the model's layers); ``stores`` maps model name (and
+    ``base``) to the feature store the numbers were computed from.
     """
 
     base: ModelInfo
@@ -52,6 +53,7 @@ class CompareResult:
     spectra: dict[str, list[float]] = field(default_factory=dict)
     cka_matrices: dict[str, list[list[float]]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    stores: dict[str, str] = field(default_factory=dict)
 
     def column(self, model: str, key: str) -> list[float]:
         """One metric across layers for one model, in layer order."""
@@ -108,7 +110,8 @@ class CompareResult:
         return cls(base=ModelInfo(**data["base"]),
                    models=[ModelInfo(**m) for m in data["models"]], layers=data["layers"],
                    records=data["records"], spectra=data["spectra"],
-                   cka_matrices=data["cka_matrices"], settings=data["settings"])
+                   cka_matrices=data["cka_matrices"], settings=data["settings"],
+                   stores=data.get("stores", {}))
 
     def plot_cka(self, ax: Any = None) -> Any:
         """Linear CKA to the base by layer, one line per tuned model."""

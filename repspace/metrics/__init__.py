@@ -9,6 +9,7 @@ from repspace.metrics.alignment import principal_angles, procrustes_distance
 from repspace.metrics.cca import pwcca, svcca
 from repspace.metrics.cka import cka_matrix, linear_cka, rbf_cka
 from repspace.metrics.neighbors import mutual_knn
+from repspace.metrics.retrieval import retrieval_accuracy
 from repspace.metrics.spectrum import (
     effective_rank,
     mean_normalized_spectrum,
@@ -17,19 +18,30 @@ from repspace.metrics.spectrum import (
     singular_values,
     stable_rank,
 )
+from repspace.metrics.stats import (
+    bootstrap_ci,
+    mean_std,
+    paired_permutation_test,
+    permutation_test,
+)
 
 __all__ = [
+    "bootstrap_ci",
     "cka_matrix",
     "effective_rank",
     "linear_cka",
     "mean_normalized_spectrum",
+    "mean_std",
     "mutual_knn",
+    "paired_permutation_test",
     "participation_ratio",
+    "permutation_test",
     "principal_angles",
     "procrustes_distance",
     "pwcca",
     "rank_ratio",
     "rbf_cka",
+    "retrieval_accuracy",
     "singular_values",
     "stable_rank",
     "svcca",

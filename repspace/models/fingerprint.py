@@ -25,8 +25,13 @@ def hash_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def tuned_fingerprint(base_fingerprint: str, tuned_tensors: Mapping[str, torch.Tensor],
-                      method: str, method_config: Mapping[str, Any]) -> str:
-    """Fingerprint of a tuned model: base weights + tuned tensors + how they are applied."""
+                      method: str, method_config: Any) -> str:
+    """Fingerprint of a tuned model: base weights + tuned tensors + how they are applied.
+
+    A tuned model that changes nothing (a linear probe: only a task head) runs the base's
+    weights, so it has the base's fingerprint and shares its feature stores."""
+    if not tuned_tensors and not method_config:
+        return base_fingerprint
     digest = hashlib.sha256()
     digest.update(base_fingerprint.encode())
     digest.update(hash_tensors(tuned_tensors).encode())

@@ -8,7 +8,15 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from repspace.plots.style import BASE_COLOR, color, marker, paper_style, save, short_layer
+from repspace.plots.style import (
+    BASE_COLOR,
+    color,
+    draw_spectra,
+    marker,
+    paper_style,
+    save,
+    short_layer,
+)
 from repspace.results import COLUMNS, CompareResult
 
 _LABELS = {
@@ -63,18 +71,8 @@ def plot_spectra(result: CompareResult, *, ax: Any = None) -> Any:
     """Singular values of the last layer's features (normalised by the largest), log scale."""
     with paper_style():
         fig, ax = _axes(ax)
-        names = ["base", *(m.name for m in result.models)]
-        for i, name in enumerate(names):
-            values = np.asarray(result.spectra[name], dtype=float)
-            values = values[values > 1e-10 * values[0]] / values[0]  # drop numerical zeros
-            style = ({"color": BASE_COLOR, "linestyle": "--"} if name == "base"
-                     else {"color": color(i - 1)})
-            ax.plot(np.arange(1, len(values) + 1), values, label=name, **style)
-        ax.set_yscale("log")
-        ax.set_xlabel("Index")
-        ax.set_ylabel("Singular value / largest")
+        draw_spectra(ax, result.spectra, ["base", *(m.name for m in result.models)])
         ax.set_title(f"Spectrum at {result.layers[-1]}")
-        ax.legend(frameon=False)
     return fig
 
 

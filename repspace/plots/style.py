@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 #: Okabe & Ito (2008) colour-blind-safe palette; the base model is always drawn in black.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -60,6 +61,21 @@ def short_layer(name: str) -> str:
     """A compact tick label for a module path (``encoder.layer.3`` -> ``3``)."""
     tail = name.rsplit(".", 1)[-1]
     return tail.replace(":input", " in") if not tail.isdigit() else tail
+
+
+def draw_spectra(ax: Any, spectra: dict[str, list[float]], names: list[str]) -> None:
+    """Singular values normalised by the largest, log scale, numerical zeros dropped; ``names``
+    starts with ``base`` (dashed black), the others follow in palette order."""
+    for i, name in enumerate(names):
+        values = np.asarray(spectra[name], dtype=float)
+        values = values[values > 1e-10 * values[0]] / values[0]
+        style = ({"color": BASE_COLOR, "linestyle": "--"} if name == "base"
+                 else {"color": color(i - 1)})
+        ax.plot(np.arange(1, len(values) + 1), values, label=name, **style)
+    ax.set_yscale("log")
+    ax.set_xlabel("Index")
+    ax.set_ylabel("Singular value / largest")
+    ax.legend(frameon=False, ncol=2 if len(names) > 4 else 1)
 
 
 def save(fig: Any, out_dir: Path, stem: str) -> list[Path]:

