@@ -73,7 +73,7 @@ def _train(arm: Arm, seed: int, base: LoadedModel, settings: DemoSettings, train
     if arm.method == "pt-peft":
         options["stage1_epochs"] = max(1, epochs // 2)
         epochs = max(1, epochs - options["stage1_epochs"])
-    tune(base, arm.method, data=train, eval_data=evaluation, out=path, epochs=epochs,
+    tune(base, arm.method, data=train, eval_data=evaluation, out=path, epochs=epochs, lr=arm.lr,
          batch_size=settings.batch_size, max_length=settings.max_length, seed=seed,
          device=device, progress=progress, peft_folder=False, **options)
     return path
