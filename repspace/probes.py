@@ -78,7 +78,7 @@ class Probe:
 
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
-        raise FormatError(f"probe file not found: {path}")
+        raise FormatError(f"file not found: {path}")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -88,16 +88,28 @@ def _read_lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
-def _parse_jsonl(path: Path, lines: list[str]) -> Probe:
-    ids, texts = [], []
-    for number, line in enumerate(lines, 1):
+def iter_jsonl(path: str | Path, required: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file; a line that is not a
+    JSON object with the ``required`` fields (not null) is an error naming the file and line."""
+    path = Path(path)
+    fields = " and ".join(f'"{name}"' for name in required)
+    for number, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise FormatError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        if not isinstance(record, dict) or any(record.get(f) is None for f in required):
+            raise FormatError(f"{path}:{number}: expected a JSON object with {fields}"
+                              if required else f"{path}:{number}: expected a JSON object")
+        yield number, record
+
+
+def _parse_jsonl(path: Path) -> Probe:
+    ids, texts = [], []
+    for number, record in iter_jsonl(path, ("text",)):
+        if not isinstance(record["text"], str):
             raise FormatError(f'{path}:{number}: expected an object with a "text" string')
         texts.append(record["text"])
         ids.append(str(record["id"]) if record.get("id") is not None else text_id(record["text"]))
@@ -110,11 +122,10 @@ def load_probe(path: str | Path | None = None, *, limit: int | None = None) -> P
     ``limit`` keeps the first ``limit`` samples.
     """
     path = Path(path) if path is not None else DEFAULT_PROBE
-    lines = _read_lines(path)
     if path.suffix in (".jsonl", ".json"):
-        probe = _parse_jsonl(path, lines)
+        probe = _parse_jsonl(path)
     else:
-        texts = [line.strip() for line in lines if line.strip()]
+        texts = [line.strip() for line in _read_lines(path) if line.strip()]
         probe = Probe.from_texts(texts, source=str(path)) if texts else None
         if probe is None:
             raise FormatError(f"probe file is empty: {path}")

@@ -76,11 +76,12 @@ def summary_text(result: Any) -> str:
         f"base and {rows['lora']['retrieval_mean']:.3f} / {rows['prefix']['retrieval_mean']:.3f}"
         f" / {rows['pt-peft-lora']['retrieval_mean']:.3f} for LoRA / prefix / PT-PEFT (LoRA).",
     ]
-    failed = [name.replace("_", " ") for name, ok in claims["checks"].items() if not ok]
+    failed = [name.replace("_", " ").replace("pt peft", "PT-PEFT")
+              for name, ok in claims["checks"].items() if not ok]
     verdict = ("These numbers agree with the claim: LoRA and adapters bend the space, prefix "
                "tuning keeps it, and PT-PEFT gets the task score of the first with more of the "
                "space kept." if claims["holds"] else
-               "These numbers do not fully agree with the claim; the parts that fail: "
+               "These numbers do not fully agree with the claim; expected but not seen: "
                + "; ".join(failed) + ".")
     return " ".join([*said, verdict])
 

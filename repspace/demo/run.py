@@ -21,7 +21,7 @@ from repspace.comparison import cached_capture, pair_metrics, space_metrics
 from repspace.demo.settings import ARMS, Arm, DemoSettings
 from repspace.errors import FormatError
 from repspace.models import LoadedModel, export_checkpoint, load_model
-from repspace.probes import Probe, load_probe
+from repspace.probes import Probe, iter_jsonl, load_probe
 from repspace.store import FeatureStore
 from repspace.tune import tune
 from repspace.tune.data import read_jsonl
@@ -81,8 +81,7 @@ def _train(arm: Arm, seed: int, base: LoadedModel, settings: DemoSettings, train
 
 def _paraphrase_probe(path: str, limit: int | None) -> Probe:
     """All first sentences, then all second sentences, of the first ``limit`` pairs."""
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = [json.loads(line) for line in lines][:limit]
+    records = [record for _, record in iter_jsonl(path, ("a", "b"))][:limit]
     ids = [f"{r['id']}/{side}" for side in ("a", "b") for r in records]
     texts = [r[side] for side in ("a", "b") for r in records]
     return Probe(tuple(ids), tuple(texts), path)

@@ -48,7 +48,7 @@ class DemoSettings:
     epochs: int = 2
     batch_size: int = 32
     max_length: int = 64
-    train_limit: int | None = 320
+    train_limit: int | None = 800
     eval_limit: int | None = 300
     probe_limit: int = 500
     paraphrase_limit: int | None = None

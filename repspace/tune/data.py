@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from repspace.errors import FormatError, InputError
+from repspace.probes import iter_jsonl
 
 TASKS = ("classification", "generation")
 _FIELDS = {"classification": ("text", "label"), "generation": ("prompt", "answer")}
@@ -29,26 +29,7 @@ def read_jsonl(path: str | Path, task: str) -> list[dict[str, Any]]:
     """Records of a task file, each checked for the task's fields."""
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"data file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{path}: not valid UTF-8 text") from exc
-    records = []
-    fields = _FIELDS[task]
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or any(record.get(f) is None for f in fields):
-            raise FormatError(f"{path}:{number}: a {task} record needs "
-                              f"{' and '.join(repr(f) for f in fields)}")
-        records.append(record)
+    records = [record for _, record in iter_jsonl(path, _FIELDS[task])]
     if not records:
         raise FormatError(f"data file is empty: {path}")
     return records
