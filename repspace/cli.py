@@ -52,12 +52,13 @@ def _cmd_capture(args: argparse.Namespace) -> int:
                    tokens=args.tokens, batch_size=args.batch_size, max_length=args.max_length,
                    device=args.device, resume=args.resume)
     with FeatureStore(path) as store:
+        meta = store.meta
         summary = {"store": str(path), "samples": len(store.sample_ids), "layers": store.layers,
-                   "pooling": args.pooling, "tokens": args.tokens,
-                   "model_fingerprint": store.meta["model_fingerprint"]}
+                   "pooling": meta["pooling"], "tokens": store.has_tokens,
+                   "model_fingerprint": meta["model_fingerprint"]}
     print(json.dumps(summary, indent=2) if args.json else
           f"wrote {path}: {summary['samples']} samples x {len(summary['layers'])} layers "
-          f"({args.pooling} pooling{', tokens kept' if args.tokens else ''})")
+          f"({summary['pooling']} pooling{', tokens kept' if summary['tokens'] else ''})")
     return 0
 
 
@@ -159,8 +160,9 @@ def _common_capture_args(p: argparse.ArgumentParser) -> None:
                    '"id" and "text" (default: the shipped general English probe)')
     p.add_argument("--layers", default="blocks", help="preset (blocks, embeddings), module "
                    "paths, globs or re:PATTERN, comma-separated (default: blocks)")
-    p.add_argument("--pooling", default="mean", choices=("mean", "first", "last"),
-                   help="pool real tokens by mean, first (CLS) or last token (default: mean)")
+    p.add_argument("--pooling", default="mean", choices=("mean", "first", "last", "tokens"),
+                   help="pool real tokens by mean, first (CLS) or last token; 'tokens' is mean "
+                   "and also keeps every token (default: mean)")
     p.add_argument("--limit", type=int, help="use only the first N probe samples")
     p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass")
     p.add_argument("--max-length", type=int, default=128, help="truncate inputs to N tokens")

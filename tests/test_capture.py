@@ -167,3 +167,15 @@ def test_tiny_decoders_blocks_and_padding(kind, tmp_path):
                 model(**_ToyTokenizer()([text]))
             last = got[f"{stack}.2"][0, -1]
             np.testing.assert_allclose(store.pooled(f"{stack}.2")[i], last.numpy(), atol=1e-5)
+
+
+def test_pooling_tokens_keeps_mean_and_every_token(base, probe, tmp_path):
+    path = repspace.capture(base, probe.subset(5), out=tmp_path / "t.h5", pooling="tokens",
+                            layers="encoder.layer.1", progress=False)
+    with FeatureStore(path) as store:
+        assert store.has_tokens and store.meta["pooling"] == "mean"
+        tokens = store.tokens("encoder.layer.1")
+        np.testing.assert_allclose(store.pooled("encoder.layer.1"),
+                                   np.stack([t.mean(0) for t in tokens]), atol=1e-5)
+    with pytest.raises(InputError, match="unknown pooling"):
+        repspace.capture(base, probe, out=tmp_path / "x.h5", pooling="max", progress=False)

@@ -38,7 +38,7 @@ PROMISED = {
 
 def _tune(base, method, files, out, **kwargs):
     options = {"epochs": 3, "batch_size": 8, "max_length": 32, "progress": False,
-               "stage1_epochs": 2, **kwargs}
+               "stage1_epochs": 2, "device": "cpu", **kwargs}
     return tune(base, method, data=files[0], eval_data=files[1], out=out, **options)
 
 

@@ -69,7 +69,8 @@ def test_decoder_methods_train(method, decoder):
     result = tune(base, method, task="generation", data=data, eval_data=data,
                   out=folder / f"{method}.pt", epochs=4, batch_size=8, lr=3e-2 if method in (
                       "prefix", "prompt", "pt-peft") else 5e-3, head_lr=5e-3,
-                  stage1_epochs=2, progress=False, prefix_tokens=4, prompt_tokens=4)
+                  stage1_epochs=2, progress=False, prefix_tokens=4, prompt_tokens=4,
+                  device="cpu")
     steps = [r["loss"] for r in map(json.loads, result.log.read_text().splitlines())
              if "loss" in r]
     assert sum(steps[-3:]) < sum(steps[:3])
@@ -91,5 +92,5 @@ def test_full_finetuning_learns_the_answers(decoder):
     base, data, folder = decoder
     result = tune(base, "full", task="generation", data=data, eval_data=data,
                   out=folder / "learn.pt", epochs=20, batch_size=8, lr=3e-3, dropout=0.0,
-                  progress=False)
+                  progress=False, device="cpu")
     assert result.final_metric == 1.0

@@ -63,7 +63,8 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
         Preset (``blocks``, ``embeddings``), module paths, globs or ``re:`` patterns (see
         :mod:`repspace.capture.layers`).
     pooling:
-        ``mean`` over real tokens, ``first`` real token (CLS) or ``last`` real token.
+        ``mean`` over real tokens, ``first`` real token (CLS) or ``last`` real token;
+        ``tokens`` is ``mean`` with ``tokens=True``.
     tokens:
         Also keep every sample's real-token matrix (for :func:`~repspace.metrics.rank_ratio`).
     resume:
@@ -75,8 +76,11 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
 
     Returns the path of the completed store.
     """
+    if pooling == "tokens":
+        pooling, tokens = "mean", True
     if pooling not in POOLINGS:
-        raise InputError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+        raise InputError(f"unknown pooling {pooling!r}; choose from "
+                         f"{', '.join(POOLINGS)}, tokens")
     if batch_size < 1 or max_length < 1:
         raise InputError("batch_size and max_length must be positive")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
