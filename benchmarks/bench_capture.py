@@ -117,6 +117,9 @@ def profile_capture(loaded: LoadedModel, probe: Probe, folder: Path, batch_size:
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
         print(f"\n--- cProfile of capture(tokens={tokens}), top 12 by own time ---")
         print(text.getvalue().split("Ordered by: internal time", 1)[-1].strip())
+    print("(HDF5 work done inside h5py's C layer when a dataset object is released, such as "
+          "compressing cached chunks, is booked as the own time of the Python function that "
+          "released it, e.g. StoreWriter.append.)")
 
 
 def main(argv: list[str] | None = None) -> None:
