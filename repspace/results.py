@@ -82,7 +82,7 @@ class CompareResult:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The whole result as JSON (NaN written as null); also written to ``path`` if given."""
-        text = json.dumps(_finite(self.to_dict()), indent=2)
+        text = json.dumps(finite_json(self.to_dict()), indent=2)
         if path is not None:
             Path(path).write_text(text + "\n", encoding="utf-8")
         return text
@@ -152,11 +152,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
     return value

@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from repspace import metrics
+from repspace.capture import resolve_layers
 from repspace.comparison import cached_capture, pair_metrics, space_metrics
 from repspace.demo.settings import ARMS, Arm, DemoSettings
 from repspace.errors import FormatError
 from repspace.models import LoadedModel, export_checkpoint, load_model
 from repspace.probes import Probe, iter_jsonl, load_probe
+from repspace.results import finite_json
 from repspace.store import FeatureStore
 from repspace.tune import tune
 from repspace.tune.data import read_jsonl
@@ -128,7 +131,7 @@ def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None
     for arm, seed in tqdm(jobs, desc="tune", unit="run", disable=not progress):
         checkpoints[arm.label, seed] = _train(arm, seed, base, settings, train, evaluation,
                                               cache / "checkpoints", device, False)
-    layers = None
+    layers = resolve_layers(base.backbone, "blocks")
     captured: dict[Any, dict[str, Path]] = {}
     models = [("base", None, base)] + [
         (arm.label, seed, None) for arm, seed in jobs]
@@ -136,9 +139,6 @@ def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None
         model = loaded or load_model(checkpoints[label, seed], base=base)
         stores = {}
         for name, probe in probes.items():
-            from repspace.capture import resolve_layers
-
-            layers = layers or resolve_layers(base.backbone, "blocks")
             stores[name] = cached_capture(
                 model, probe, cache_dir=cache, layers=layers if name != "paraphrase"
                 else layers[-1:], pooling="mean", tokens=name == "probe",
@@ -146,25 +146,13 @@ def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None
                 device=device, progress=False)
         captured[label, seed] = stores
     result = _analyse(settings, base, layers, checkpoints, captured, jobs)
-    (out / "results.json").write_text(json.dumps(_finite(result.to_dict()), indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(finite_json(result.to_dict()), indent=2) + "\n")
     write_report(result, out)
     return result
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _analyse(settings: DemoSettings, base: LoadedModel, layers: list[str],
              checkpoints: dict, captured: dict, jobs: list) -> DemoResult:
-    import torch
-
     last = layers[-1]
     base_stores = captured["base", None]
     with FeatureStore(base_stores["probe"]) as s, FeatureStore(base_stores["task"]) as t, \

@@ -11,12 +11,11 @@ from numpy.typing import ArrayLike
 from repspace.errors import InputError
 
 
-def as_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, why: str = "") -> np.ndarray:
-    """Return ``X`` as a finite float64 (samples x features) array.
+def real_array(X: ArrayLike, name: str = "X") -> np.ndarray:
+    """Return ``X`` as a finite float64 array of any shape.
 
     Accepts any array-like of real numbers (lists, numpy arrays of any float or int dtype,
-    CPU torch tensors). ``why`` completes the message raised when there are fewer than
-    ``min_rows`` rows, e.g. ``" for the debiased HSIC estimator"``.
+    CPU torch tensors).
     """
     try:
         arr = np.asarray(X)
@@ -24,6 +23,19 @@ def as_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, why: str = ""
         raise InputError(f"{name} cannot be read as a numeric array ({exc}).") from exc
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}.")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} contains NaN or infinite values.")
+    return arr
+
+
+def as_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, why: str = "") -> np.ndarray:
+    """Return ``X`` as a finite float64 (samples x features) array (see :func:`real_array`).
+
+    ``why`` completes the message raised when there are fewer than ``min_rows`` rows, e.g.
+    ``" for the debiased HSIC estimator"``.
+    """
+    arr = real_array(X, name)
     if arr.ndim != 2:
         raise InputError(f"{name} must be a 2-D array (samples x features), got shape {arr.shape}.")
     if arr.shape[1] == 0:
@@ -32,9 +44,6 @@ def as_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, why: str = ""
         raise InputError(
             f"{name} needs at least {min_rows} samples (rows){why}, got {arr.shape[0]}."
         )
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or infinite values.")
     return arr
 
 

@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 from repspace.errors import InputError
+from repspace.metrics._validate import real_array
 
 #: Largest permutation distribution enumerated exactly when ``n_permutations`` is not larger.
 EXACT_LIMIT = 20_000
@@ -356,7 +357,7 @@ def _call(statistic: Callable[..., float], data: list[np.ndarray]) -> float | No
 
 def _as_vector(values: ArrayLike, name: str) -> np.ndarray:
     """A non-empty finite float64 1-D array."""
-    arr = _as_real(values, name)
+    arr = real_array(values, name)
     if arr.ndim != 1:
         raise InputError(f"{name} must be a 1-D array of values, got shape {arr.shape}.")
     if arr.size == 0:
@@ -366,22 +367,9 @@ def _as_vector(values: ArrayLike, name: str) -> np.ndarray:
 
 def _as_samples(values: ArrayLike, name: str) -> np.ndarray:
     """A finite float64 array with at least one dimension (the samples)."""
-    arr = _as_real(values, name)
+    arr = real_array(values, name)
     if arr.ndim == 0:
         raise InputError(f"{name} must have a first dimension (samples), got a scalar.")
-    return arr
-
-
-def _as_real(values: ArrayLike, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{name} cannot be read as a numeric array ({exc}).") from exc
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}.")
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or infinite values.")
     return arr
 
 

@@ -12,6 +12,7 @@ from repspace.plots.style import (
     BASE_COLOR,
     color,
     draw_spectra,
+    layer_axis,
     marker,
     paper_style,
     save,
@@ -36,12 +37,6 @@ def _axes(ax: Any) -> tuple[Any, Any]:
     return ax.figure, ax
 
 
-def _layer_axis(ax: Any, result: CompareResult) -> None:
-    ticks = range(len(result.layers))
-    ax.set_xticks(list(ticks), [short_layer(layer) for layer in result.layers])
-    ax.set_xlabel("Layer")
-
-
 def plot_metric_by_layer(result: CompareResult, key: str, *, ax: Any = None,
                          base_key: str | None = None) -> Any:
     """One line per tuned model of metric ``key`` across layers (plus the base, if
@@ -57,7 +52,7 @@ def plot_metric_by_layer(result: CompareResult, key: str, *, ax: Any = None,
         for i, model in enumerate(result.models):
             ax.plot(x, result.column(model.name, key), color=color(i), marker=marker(i),
                     label=model.name)
-        _layer_axis(ax, result)
+        layer_axis(ax, result.layers)
         ax.set_ylabel(_LABELS.get(key, key))
         if key in ("cka", "cka_debiased", "mutual_knn"):
             low = min(0.0, *[v for m in result.models for v in result.column(m.name, key)

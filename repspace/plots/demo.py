@@ -14,10 +14,10 @@ from repspace.plots.style import (
     COLUMN_WIDTH,
     color,
     draw_spectra,
+    layer_axis,
     marker,
     paper_style,
     save,
-    short_layer,
 )
 
 
@@ -34,8 +34,7 @@ def plot_cka_by_layer(result: Any) -> Any:
             mean, std = np.array(row["cka_by_layer_mean"]), np.array(row["cka_by_layer_std"])
             ax.plot(x, mean, color=color(i), marker=marker(i), label=row["method"])
             ax.fill_between(x, mean - std, mean + std, color=color(i), alpha=0.15, linewidth=0)
-        ax.set_xticks(list(x), [short_layer(la) for la in result.layers])
-        ax.set_xlabel("Layer")
+        layer_axis(ax, result.layers)
         ax.set_ylabel("Linear CKA to base")
         ax.legend(frameon=False, ncol=2)
     return fig
@@ -51,8 +50,7 @@ def plot_effective_rank_by_layer(result: Any) -> Any:
         for i, row in enumerate(_tuned(result)):
             ax.plot(x, row["effective_rank_by_layer_mean"], color=color(i), marker=marker(i),
                     label=row["method"])
-        ax.set_xticks(list(x), [short_layer(la) for la in result.layers])
-        ax.set_xlabel("Layer")
+        layer_axis(ax, result.layers)
         ax.set_ylabel("Effective rank")
         ax.legend(frameon=False, ncol=2)
     return fig

@@ -63,6 +63,12 @@ def short_layer(name: str) -> str:
     return tail.replace(":input", " in") if not tail.isdigit() else tail
 
 
+def layer_axis(ax: Any, layers: list[str]) -> None:
+    """Ticks and label of an x axis that runs over ``layers``."""
+    ax.set_xticks(list(range(len(layers))), [short_layer(layer) for layer in layers])
+    ax.set_xlabel("Layer")
+
+
 def draw_spectra(ax: Any, spectra: dict[str, list[float]], names: list[str]) -> None:
     """Singular values normalised by the largest, log scale, numerical zeros dropped; ``names``
     starts with ``base`` (dashed black), the others follow in palette order."""
