@@ -179,3 +179,31 @@ def test_pooling_tokens_keeps_mean_and_every_token(base, probe, tmp_path):
                                    np.stack([t.mean(0) for t in tokens]), atol=1e-5)
     with pytest.raises(InputError, match="unknown pooling"):
         repspace.capture(base, probe, out=tmp_path / "x.h5", pooling="max", progress=False)
+
+
+def test_windows_batch_shortest_first_and_store_probe_order(base, probe, tmp_path, monkeypatch):
+    """Within each window of 8 batches, samples run shortest text first; rows come back in
+    probe order, equal (to float tolerance) to running each sample alone."""
+    from repspace.capture import run
+
+    batches = []
+    real_encode = run._encode
+
+    def recording(tokenizer, texts, max_length, device):
+        batches.append(list(texts))
+        return real_encode(tokenizer, texts, max_length, device)
+
+    monkeypatch.setattr(run, "_encode", recording)
+    path = repspace.capture(base, probe, out=tmp_path / "w.h5", layers="encoder.layer.5",
+                            batch_size=3, progress=False)
+    window = 3 * run.WINDOW_BATCHES
+    texts = list(probe.texts)
+    for w in range(0, len(texts), window):
+        ran = [t for batch in batches[w // 3:(w + window) // 3] for t in batch]
+        assert ran == sorted(texts[w:w + window], key=len)
+    monkeypatch.undo()
+    reference = _reference(base, texts, 6)
+    with FeatureStore(path) as store:
+        assert store.sample_ids == list(probe.ids)
+        np.testing.assert_allclose(store.pooled("encoder.layer.5"),
+                                   np.stack([r.mean(0) for r in reference]), atol=2e-5)

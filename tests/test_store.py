@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from repspace.errors import FormatError, InputError, MismatchError, RepspaceError
-from repspace.store import FORMAT_VERSION, FeatureStore, StoreWriter, check_aligned
+from repspace.store import (
+    FORMAT_VERSION,
+    FeatureStore,
+    StoreWriter,
+    check_aligned,
+    merge_stores,
+    partial_path,
+    partial_progress,
+)
 
 # Deliberately not in alphabetical order: "encoder.layer.10" sorts before "encoder.layer.2".
 LAYERS = {
@@ -115,7 +123,7 @@ def test_unknown_layer_names_the_layers_it_has(tmp_path: Path, data: dict) -> No
     assert "encoder.layer.2" in str(info.value)
 
 
-def test_datasets_are_chunked_by_rows_and_compressed(tmp_path: Path, data: dict) -> None:
+def test_datasets_are_chunked_by_whole_rows(tmp_path: Path, data: dict) -> None:
     path = write_store(tmp_path / "s.h5", data)
     with h5py.File(path, "r") as f:
         for name, attrs in LAYERS.items():
@@ -123,10 +131,13 @@ def test_datasets_are_chunked_by_rows_and_compressed(tmp_path: Path, data: dict)
                 dataset = f["layers"][name][key]
                 assert dataset.chunks is not None
                 assert dataset.chunks[1] == attrs["dim"]  # whole rows per chunk
-                assert dataset.compression is not None
-                assert dataset.maxshape == (None, attrs["dim"])  # grows batch by batch
+                assert dataset.compression is None  # float32 activations barely compress
+                n_chunks = -(-dataset.shape[0] // dataset.chunks[0])  # space comes in chunks:
+                assert n_chunks * dataset.chunks[0] - dataset.shape[0] < n_chunks  # little waste
             assert f["layers"][name]["offsets"].shape == (N + 1,)
+            assert f["layers"][name]["offsets"][0] == 0
         assert f["sample_ids"].chunks is not None
+    assert not partial_path(path).exists()  # the unfinished capture's folder is gone
 
 
 def test_append_rejects_a_batch_of_the_wrong_shape(tmp_path: Path, data: dict) -> None:
@@ -136,19 +147,32 @@ def test_append_rejects_a_batch_of_the_wrong_shape(tmp_path: Path, data: dict) -
             writer.append(data["ids"][:3], pooled)
 
 
-def test_unfinished_store_is_refused_unless_allowed(tmp_path: Path, data: dict) -> None:
+def test_unfinished_store_is_incomplete_and_never_at_its_path(tmp_path: Path,
+                                                              data: dict) -> None:
     path = tmp_path / "s.h5"
     with StoreWriter(path, meta=make_meta(), layers=LAYERS, tokens=True) as writer:
+        with pytest.raises(FormatError, match=f"incomplete \\(0 of {N} samples"):
+            FeatureStore(path)
         append_batches(writer, data, 0, 2 * BATCH)
-    with pytest.raises(FormatError, match="incomplete") as info:
+    assert not path.exists()
+    for allow in (False, True):
+        with pytest.raises(FormatError, match="incomplete") as info:
+            FeatureStore(path, allow_incomplete=allow)
+        assert f"{2 * BATCH} of {N}" in str(info.value)
+        assert "--resume" in str(info.value)
+    assert partial_progress(path) == (2 * BATCH, N)
+    assert partial_progress(tmp_path / "other.h5") is None
+
+
+def test_a_file_marked_incomplete_is_refused_unless_allowed(tmp_path: Path, data: dict) -> None:
+    path = write_store(tmp_path / "s.h5", data)
+    with h5py.File(path, "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(FormatError, match="incomplete"):
         FeatureStore(path)
-    assert f"{2 * BATCH} of {N}" in str(info.value)
     with FeatureStore(path, allow_incomplete=True) as store:
         assert not store.complete
-        assert store.sample_ids == data["ids"][: 2 * BATCH]
-        np.testing.assert_array_equal(store.pooled("encoder.layer.10"),
-                                      data["pooled"]["encoder.layer.10"][: 2 * BATCH])
-        assert len(store.tokens("encoder.layer.2")) == 2 * BATCH
+        assert store.sample_ids == data["ids"]
 
 
 def test_finish_with_missing_samples_raises_and_leaves_store_incomplete(
@@ -179,28 +203,64 @@ def test_resume_continues_to_the_same_store(tmp_path: Path, data: dict) -> None:
             np.testing.assert_array_equal(a.pooled(name), b.pooled(name))
 
 
-def test_resume_drops_rows_of_an_unfinished_batch(tmp_path: Path, data: dict) -> None:
+def test_resume_drops_a_half_written_segment_and_segments_after_a_gap(
+        tmp_path: Path, data: dict) -> None:
     path = tmp_path / "s.h5"
     with StoreWriter(path, meta=make_meta(), layers=LAYERS, tokens=True) as writer:
-        append_batches(writer, data, 0, BATCH)
-    # A capture killed mid-batch: rows (and tokens) written, n_written not yet updated.
-    with h5py.File(path, "r+") as f:
-        for name in LAYERS:
-            layer = f["layers"][name]
-            layer["pooled"].resize((BATCH + 3, layer["pooled"].shape[1]))
-            layer["pooled"][BATCH:] = 99.0
-            layer["tokens"].resize((layer["tokens"].shape[0] + 5, layer["tokens"].shape[1]))
-            layer["tokens"][-5:] = 99.0
-            layer["offsets"].resize((BATCH + 4,))
-            layer["offsets"][BATCH + 1:] = layer["offsets"][BATCH] + np.array([1, 3, 5])
-        f["sample_ids"].resize((BATCH + 3,))
-        f["sample_ids"][BATCH:] = ["junk-0", "junk-1", "junk-2"]
+        append_batches(writer, data, 0, 2 * BATCH)
+    folder = partial_path(path)
+    # A kill while the third segment was written leaves its temporary file, cut short; a
+    # segment that does not continue the others (here: its predecessor was deleted) is junk.
+    (folder / f"seg-{2 * BATCH:012d}-{N:012d}.h5.tmp").write_bytes(b"\x89HDF\r\n\x1a\n cut")
+    (folder / f"seg-{BATCH:012d}-{2 * BATCH:012d}.h5").unlink()
     with StoreWriter(path, meta=make_meta(), layers=LAYERS, tokens=True,
                      resume=True) as writer:
         assert writer.n_written == BATCH
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "header.json", f"seg-{0:012d}-{BATCH:012d}.h5"]
         append_batches(writer, data, BATCH, N)
         writer.finish()
     assert_same_contents(path, data)
+    assert not folder.exists()
+
+
+def test_a_new_capture_replaces_an_old_store_only_when_finished(tmp_path: Path,
+                                                                data: dict) -> None:
+    path = write_store(tmp_path / "s.h5", data)
+    other = make_data(seed=1)
+    with StoreWriter(path, meta=make_meta(), layers=LAYERS, tokens=True) as writer:
+        append_batches(writer, other, 0, 2 * BATCH)
+        assert_same_contents(path, data)  # readers still see the old, complete store
+        append_batches(writer, other, 2 * BATCH, N)
+        writer.finish()
+    assert_same_contents(path, other)
+
+
+def test_merge_of_shards_in_any_order_equals_one_store(tmp_path: Path, data: dict) -> None:
+    whole = write_store(tmp_path / "whole.h5", data)
+    bounds = [(0, 3), (3, 8), (8, N)]
+    shards = []
+    for k, (a, b) in enumerate(bounds):
+        part = {"ids": data["ids"][a:b], "pooled": {n: v[a:b] for n, v in data["pooled"].items()},
+                "tokens": {n: v[a:b] for n, v in data["tokens"].items()}}
+        meta = make_meta(b - a, probe_fingerprint=f"sub-{k}", shard_of={
+            "probe_fingerprint": "probe-123", "n": N, "start": a, "stop": b})
+        shards.append(write_store(tmp_path / f"shard{k}.h5", part, meta=meta))
+    merged = merge_stores(shards[::-1], tmp_path / "merged.h5")
+    assert_same_contents(merged, data)
+    with FeatureStore(whole) as a, FeatureStore(merged) as b:
+        for key in ("probe_fingerprint", "n_expected", "n_written", "settings", "layer_order"):
+            assert a.meta[key] == b.meta[key]
+        assert "shard_of" not in b.meta
+        for name in LAYERS:
+            assert a.layer_attrs(name) == b.layer_attrs(name)
+    with pytest.raises(InputError, match="cover"):
+        merge_stores(shards[:2], tmp_path / "short.h5")
+    with pytest.raises(InputError, match="exactly once"):
+        merge_stores([shards[0], shards[2]], tmp_path / "gap.h5")
+    with pytest.raises(InputError, match="not a shard"):
+        merge_stores([whole], tmp_path / "x.h5")
+    assert not (tmp_path / "short.h5").exists() and not (tmp_path / "gap.h5").exists()
 
 
 @pytest.mark.parametrize("key", ["model_fingerprint", "probe_fingerprint", "pooling"])
@@ -211,9 +271,10 @@ def test_resume_with_other_meta_is_a_mismatch(tmp_path: Path, data: dict, key: s
     with pytest.raises(MismatchError, match=key):
         StoreWriter(path, meta=make_meta(**{key: "something-else"}), layers=LAYERS,
                     resume=True)
-    with FeatureStore(path, allow_incomplete=True) as store:  # the store is left as it was
-        assert store.sample_ids == data["ids"][:BATCH]
-        assert store.meta["model_fingerprint"] == "model-abc"
+    assert partial_progress(path) == (BATCH, N)  # the unfinished capture is left as it was
+    with StoreWriter(path, meta=make_meta(), layers=LAYERS, resume=True) as writer:
+        assert writer.n_written == BATCH
+        assert writer.attrs["model_fingerprint"] == "model-abc"
 
 
 def test_resume_with_other_settings_or_token_flag_is_a_mismatch(
@@ -235,6 +296,21 @@ def test_resume_with_other_layers_is_a_mismatch(tmp_path: Path, data: dict) -> N
     other = {"encoder.layer.11": {"module_path": "encoder.layer.11", "dim": 6}}
     with pytest.raises(MismatchError):
         StoreWriter(path, meta=make_meta(), layers=other, resume=True)
+
+
+def test_resume_of_a_complete_store_keeps_it_unless_it_differs(tmp_path: Path,
+                                                                data: dict) -> None:
+    path = write_store(tmp_path / "s.h5", data)
+    before = path.stat().st_mtime_ns
+    with StoreWriter(path, meta=make_meta(), layers=LAYERS, tokens=True,
+                     resume=True) as writer:
+        assert writer.n_written == N
+        assert writer.finish() == path
+    assert path.stat().st_mtime_ns == before
+    assert_same_contents(path, data)
+    with pytest.raises(MismatchError, match="model_fingerprint"):
+        StoreWriter(path, meta=make_meta(model_fingerprint="other"), layers=LAYERS,
+                    tokens=True, resume=True)
 
 
 def test_resume_without_a_file_starts_a_new_store(tmp_path: Path, data: dict) -> None:
@@ -317,3 +393,18 @@ def test_check_aligned_different_ids(tmp_path: Path, data: dict) -> None:
         check_aligned(sa, sb)
     assert "different samples" in str(info.value)
     assert isinstance(info.value, RepspaceError)
+
+
+def test_store_size_is_the_payload_without_chunk_padding(tmp_path: Path) -> None:
+    """1,000 rows of 384 floats: chunks of about 1 MiB would be 682 rows, leaving 364 empty
+    rows in the second chunk; chunks are sized so that they fill evenly instead."""
+    layers = {"block": {"module_path": "block", "dim": 384}}
+    rows = np.random.default_rng(0).normal(size=(1000, 384)).astype(np.float32)
+    ids = [f"s{i}" for i in range(1000)]
+    with StoreWriter(tmp_path / "s.h5", meta=make_meta(1000), layers=layers) as writer:
+        for i in range(0, 1000, 300):
+            writer.append(ids[i:i + 300], {"block": rows[i:i + 300]})
+        path = writer.finish()
+    assert rows.nbytes < path.stat().st_size < rows.nbytes + 100_000
+    with FeatureStore(path) as store:
+        np.testing.assert_array_equal(store.pooled("block"), rows)
