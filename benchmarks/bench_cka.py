@@ -15,7 +15,13 @@ What is measured
       formula applied per pair);
     - ``repspace.metrics.linear_cka`` called once per pair, biased only (the debiased call takes
       the same path and products, plus two row-norm reductions);
-    - a peer library (anatome) when it is installed; otherwise its row says so.
+    - ``cka_matrix(..., device="cpu")``: the same products through torch (the code path a GPU
+      runs), and ``device="cuda"`` when a GPU is present;
+    - peer libraries when installed, otherwise their rows say so: anatome, and ckatorch
+      (``ckatorch.cka_base`` per pair, torch float64 N x N Gram matrices, centred by
+      ``center_gram_matrix``, biased and ``unbiased=True``). ckatorch needs about a minute per
+      estimator on 2 cores, so its rows are timed in one extra round after the others (``1*``
+      in the rounds column).
 
 Baseline ("floor")
     The bare float64 matrix products that the cheapest exact algorithm needs, on inputs already
@@ -44,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from _common import load_average, machine_line, table, time_interleaved
 
 from repspace.metrics import cka_matrix, linear_cka
@@ -147,6 +154,16 @@ def anatome_matrix(xs: Layers, ys: Layers, debiased: bool) -> np.ndarray:
                       for Y in ys] for X in xs])
 
 
+def ckatorch_matrix(xs: Layers, ys: Layers, debiased: bool) -> np.ndarray:
+    """CKA matrix from ckatorch's per-pair ``cka_base`` (linear kernel, torch float64)."""
+    import torch
+    from ckatorch import cka_base
+
+    return np.array([[float(cka_base(torch.from_numpy(X), torch.from_numpy(Y),
+                                     unbiased=debiased))
+                      for Y in ys] for X in xs])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -154,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=None, help="samples per layer (default 4000)")
     parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 3)")
     parser.add_argument("--no-memory", action="store_true", help="run without tracemalloc")
+    parser.add_argument("--no-ckatorch", action="store_true",
+                        help="skip the slow ckatorch rows (about 2 minutes at N = 4,000)")
     args = parser.parse_args(argv)
     n = args.n or (1000 if args.quick else 4000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -174,6 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     methods: list[tuple[str, Callable[[], Any]]] = [
         ("repspace cka_matrix, biased", lambda: cka_matrix(xs, ys)),
         ("repspace cka_matrix, debiased", lambda: cka_matrix(xs, ys, debiased=True)),
+        ("repspace cka_matrix, biased, torch device=cpu",
+         lambda: cka_matrix(xs, ys, device="cpu")),
+        ("repspace cka_matrix, debiased, torch device=cpu",
+         lambda: cka_matrix(xs, ys, debiased=True, device="cpu")),
         ("repspace linear_cka per pair, biased", lambda: per_pair(linear_cka, xs, ys)),
         ("reference float64 per pair, biased", lambda: reference_biased(xs, ys)),
         ("reference float64 per pair, debiased", lambda: reference_debiased(xs, ys)),
@@ -184,25 +207,47 @@ def main(argv: list[str] | None = None) -> None:
             ("peer anatome per pair, biased", lambda: anatome_matrix(xs, ys, False)),
             ("peer anatome per pair, debiased", lambda: anatome_matrix(xs, ys, True)),
         ]
+    if torch.cuda.is_available():
+        methods += [
+            ("repspace cka_matrix, biased, device=cuda",
+             lambda: cka_matrix(xs, ys, device="cuda")),
+            ("repspace cka_matrix, debiased, device=cuda",
+             lambda: cka_matrix(xs, ys, debiased=True, device="cuda")),
+        ]
     seconds, results, peaks = time_interleaved(floors + methods, repeats, trace_memory=memory)
+    rounds = dict.fromkeys(seconds, str(repeats))
+    slow: list[tuple[str, Callable[[], Any]]] = []
+    if importlib.util.find_spec("ckatorch") is not None and not args.no_ckatorch:
+        xs64, ys64 = [X.astype(np.float64) for X in xs], [Y.astype(np.float64) for Y in ys]
+        slow = [("peer ckatorch cka_base per pair, biased",
+                 lambda: ckatorch_matrix(xs64, ys64, False)),
+                ("peer ckatorch cka_base per pair, debiased",
+                 lambda: ckatorch_matrix(xs64, ys64, True))]
+        more = time_interleaved(slow, 1, trace_memory=memory)
+        for found, extra in zip((seconds, results, peaks), more, strict=True):
+            found.update(extra)
+        rounds.update(dict.fromkeys(more[0], "1*"))
     floor = min(seconds[name] for name, _ in floors)
 
     references = {"biased": results["reference float64 per pair, biased"],
                   "debiased": results["reference float64 per pair, debiased"]}
     rows = []
-    for name, _ in floors + methods:
+    for name, _ in floors + methods + slow:
         if name.startswith("floor"):
             diff = "-"
         elif name.startswith("reference"):
             diff = "(reference)"
         else:
-            ref = references["debiased" if name.endswith("debiased") else "biased"]
+            ref = references["debiased" if "debiased" in name else "biased"]
             diff = f"{np.abs(results[name] - ref).max():.1e}"
-        rows.append([name, f"{seconds[name]:.3f}", f"{seconds[name] / floor:.2f}", diff,
-                     f"{peaks[name]:.0f}" if memory else "-"])
+        rows.append([name, rounds[name], f"{seconds[name]:.3f}", f"{seconds[name] / floor:.2f}",
+                     diff, f"{peaks[name]:.0f}" if memory else "-"])
     if not peer:
-        rows.append(["peer anatome: not installed, skipped", "-", "-", "-", "-"])
-    header = ["method", f"seconds (median of {repeats})", "ratio to floor",
+        rows.append(["peer anatome: not installed, skipped", "-", "-", "-", "-", "-"])
+    if not slow:
+        rows.append(["peer ckatorch: not installed or --no-ckatorch, skipped", "-", "-", "-",
+                     "-", "-"])
+    header = ["method", "rounds", "seconds (median)", "ratio to floor",
               "max |diff| vs float64 ref", "peak MiB (tracemalloc)"]
     print()
     print(table(header, rows))

@@ -24,15 +24,42 @@ from repspace.metrics.stats import (
     paired_permutation_test,
     permutation_test,
 )
+from repspace.metrics.streaming import (
+    CovarianceMoments,
+    GramMoments,
+    minibatch_cka,
+    minibatch_cka_matrix,
+)
+from repspace.metrics.weights import (
+    Intruders,
+    check_weight_options,
+    delta_norms,
+    energy_rank,
+    intruder_dimensions,
+    numerical_rank,
+    singular_subspace_angles,
+    tensor_spectrum,
+    weight_change,
+)
 
 __all__ = [
+    "CovarianceMoments",
+    "GramMoments",
+    "Intruders",
     "bootstrap_ci",
+    "check_weight_options",
     "cka_matrix",
+    "delta_norms",
     "effective_rank",
+    "energy_rank",
+    "intruder_dimensions",
     "linear_cka",
     "mean_normalized_spectrum",
     "mean_std",
+    "minibatch_cka",
+    "minibatch_cka_matrix",
     "mutual_knn",
+    "numerical_rank",
     "paired_permutation_test",
     "participation_ratio",
     "permutation_test",
@@ -42,7 +69,10 @@ __all__ = [
     "rank_ratio",
     "rbf_cka",
     "retrieval_accuracy",
+    "singular_subspace_angles",
     "singular_values",
     "stable_rank",
     "svcca",
+    "tensor_spectrum",
+    "weight_change",
 ]

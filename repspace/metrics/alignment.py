@@ -61,7 +61,15 @@ def procrustes_distance(
     check_pair(X, Y)
     Xn = unit_norm(centered(X, "X", "the Procrustes distance"))
     Yn = unit_norm(centered(Y, "Y", "the Procrustes distance"))
-    nuclear = min(_cross_nuclear_norm(Xn, Yn), 1.0)
+    return procrustes_from_nuclear(_cross_nuclear_norm(Xn, Yn), metric)
+
+
+def procrustes_from_nuclear(nuclear: float, metric: Literal["euclidean", "angular"]) -> float:
+    """The Procrustes distance from ||Xn^T Yn||_* of unit-norm centred Xn, Yn (see
+    :func:`procrustes_distance`); rounding above 1 is clipped."""
+    if metric not in ("euclidean", "angular"):
+        raise InputError(f'metric must be "euclidean" or "angular", got {metric!r}.')
+    nuclear = min(float(nuclear), 1.0)
     if metric == "angular":
         return float(np.arccos(nuclear))
     return float(np.sqrt(max(0.0, 2.0 - 2.0 * nuclear)))
@@ -107,8 +115,27 @@ def principal_angles(X: ArrayLike, Y: ArrayLike, k: int) -> np.ndarray:
         raise InputError(f"k must be a positive integer, got {k!r}.")
     Vx = _top_directions(centered(X, "X", "principal angles"), k, "X")
     Vy = _top_directions(centered(Y, "Y", "principal angles"), k, "Y")
-    cosines = np.linalg.svd(Vx.T @ Vy, compute_uv=False)
-    sines = np.linalg.svd(Vy - Vx @ (Vx.T @ Vy), compute_uv=False)
+    return subspace_angles(Vx, Vy)
+
+
+def subspace_angles(Qa: np.ndarray, Qb: np.ndarray) -> np.ndarray:
+    """Principal angles between the column spaces of two orthonormal bases Qa, Qb (d x k).
+
+    theta_i = arccos(sigma_i(Qa^T Qb)), computed as arctan2(sin, cos) with the sines from
+    (I - Qa Qa^T) Qb so that small angles keep full precision (Bjorck & Golub 1973).
+
+    Parameters
+    ----------
+    Qa, Qb : numpy.ndarray, shape (d, k)
+        Orthonormal columns (e.g. top-k singular vectors); not checked.
+
+    Returns
+    -------
+    numpy.ndarray, shape (k,)
+        Angles in radians, ascending, in [0, pi/2]; all zero means the same subspace.
+    """
+    cosines = np.linalg.svd(Qa.T @ Qb, compute_uv=False)
+    sines = np.linalg.svd(Qb - Qa @ (Qa.T @ Qb), compute_uv=False)
     return np.arctan2(np.sort(sines), np.minimum(cosines, 1.0))
 
 

@@ -28,6 +28,7 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import pdist, squareform
 
 from repspace.errors import InputError
+from repspace.metrics._backend import Device, resolve_device
 from repspace.metrics._validate import as_matrix, centered, check_layers, check_pair, unit_norm
 
 _DEBIASED_WHY = " for the debiased HSIC estimator"
@@ -120,7 +121,11 @@ def rbf_cka(X: ArrayLike, Y: ArrayLike, *, threshold: float = 1.0, debiased: boo
 
 
 def cka_matrix(
-    Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], *, debiased: bool = False
+    Xs: Sequence[ArrayLike],
+    Ys: Sequence[ArrayLike],
+    *,
+    debiased: bool = False,
+    device: Device = "auto",
 ) -> np.ndarray:
     """Linear CKA between every layer in ``Xs`` and every layer in ``Ys``.
 
@@ -140,6 +145,10 @@ def cka_matrix(
         same order, feature dimensions may differ. A 3-D array (layers, n, d) is accepted too.
     debiased : bool
         Use the unbiased HSIC estimator (needs n >= 4).
+    device : None, "auto" or a torch device
+        ``None``: numpy on the CPU. ``"auto"`` (default): torch on CUDA when a GPU is present,
+        else numpy. A torch device (``"cpu"``, ``"cuda"``): the products run there through
+        torch, in float64, via :func:`repspace.metrics.streaming.moments_of`.
 
     Returns
     -------
@@ -154,6 +163,12 @@ def cka_matrix(
     ynames = [f"Ys[{j}]" for j in range(len(ys))]
     xs = [_prepare(M, name) for M, name in zip(xs, xnames, strict=True)]
     ys = [_prepare(M, name) for M, name in zip(ys, ynames, strict=True)]
+    torch_device = resolve_device(device)
+    if torch_device is not None:
+        # Imported here: the streaming accumulators build on this module's helpers.
+        from repspace.metrics.streaming import moments_of
+
+        return moments_of(xs, ys, device=torch_device).cka(debiased)
     return _cka_from_hsic(*_linear_hsic(xs, ys, debiased), xnames, ynames)
 
 
@@ -170,11 +185,7 @@ def _linear_hsic(
     All values here and below are HSIC times (n - 1)^2 (biased) or n(n - 3) (debiased): the
     factor cancels in CKA.
     """
-    n = xs[0].shape[0]
-    dx, dy = sum(M.shape[1] for M in xs), sum(M.shape[1] for M in ys)
-    feature_cost = n * (dx * dy + sum(M.shape[1] ** 2 for M in xs + ys))
-    gram_cost = n * n * (dx + dy + len(xs) * len(ys))
-    if feature_cost <= gram_cost:
+    if feature_path_cheaper(xs[0].shape[0], [M.shape[1] for M in xs], [M.shape[1] for M in ys]):
         return (
             _feature_hsic(xs, ys, debiased),
             np.array([_feature_hsic([M], [M], debiased)[0, 0] for M in xs]),
@@ -183,6 +194,18 @@ def _linear_hsic(
     ex = np.stack([_center_gram(M @ M.T, debiased).ravel() for M in xs])
     ey = np.stack([_center_gram(M @ M.T, debiased).ravel() for M in ys])
     return ex @ ey.T, np.einsum("ij,ij->i", ex, ex), np.einsum("ij,ij->i", ey, ey)
+
+
+def feature_path_cheaper(n: int, dims_x: Sequence[int], dims_y: Sequence[int]) -> bool:
+    """Whether feature cross-products (d x d) need fewer operations than n x n Gram matrices.
+
+    Feature path: n (D_x D_y + sum_i d_i^2) for the cross and self products; Gram path:
+    n^2 (D_x + D_y + L_x L_y) for the Grams and the products of their flattened stacks.
+    """
+    dx, dy = sum(dims_x), sum(dims_y)
+    feature_cost = n * (dx * dy + sum(d**2 for d in [*dims_x, *dims_y]))
+    gram_cost = n * n * (dx + dy + len(dims_x) * len(dims_y))
+    return feature_cost <= gram_cost
 
 
 def _feature_hsic(xs: list[np.ndarray], ys: list[np.ndarray], debiased: bool) -> np.ndarray:

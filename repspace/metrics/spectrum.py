@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from repspace.errors import InputError
-from repspace.metrics._validate import as_matrix, centered, check_fraction
+from repspace.metrics._validate import as_matrix, centered, check_fraction, real_array
 
 
 def singular_values(X: ArrayLike, *, center: bool = True) -> np.ndarray:
@@ -68,7 +68,21 @@ def effective_rank(X: ArrayLike, *, center: bool = True) -> float:
     Invariant to orthogonal transforms of the features, isotropic scaling and permutations of
     the samples; with ``center=True`` also to translation.
     """
-    s = _nonzero_spectrum(X, center, "effective rank")
+    return effective_rank_from_spectrum(_nonzero_spectrum(X, center, "effective rank"))
+
+
+def effective_rank_from_spectrum(s: ArrayLike) -> float:
+    """Effective rank (Roy & Vetterli 2007) of given singular values s_i >= 0, not all zero:
+    exp(-sum_i p_i log p_i) with p_i = s_i / sum_j s_j (see :func:`effective_rank`).
+
+    Returns
+    -------
+    float
+        In [1, number of non-zero s_i]; higher means the spectrum is spread more evenly.
+    """
+    s = real_array(s, "s").ravel()
+    if s.size == 0 or (s < 0).any() or not s.any():
+        raise InputError("s must be non-negative singular values, not all zero.")
     p = s / s.sum()
     p = p[p > 0]
     return float(np.exp(-np.sum(p * np.log(p))))

@@ -1,0 +1,182 @@
+"""Exact metrics between two feature stores, read chunk by chunk in bounded memory.
+
+``stream_metrics`` reads the pooled features of two stores (e.g. a base and a tuned model on
+the same probe set) and feeds the accumulators of :mod:`repspace.metrics.streaming`:
+
+- covariance path (n >= the widest layer): row chunks of ``chunk_rows`` samples, one pass over
+  each store. Memory: the chunk plus 8 (D_a D_b + sum_l d_l^2) bytes of moments, with D_a, D_b
+  the summed widths of the chosen layers of each store; independent of n.
+- Gram path (n < the widest layer): blocks of columns with all n rows, as many columns as
+  ``chunk_rows`` rows hold. Memory: 8 n^2 bytes per layer plus one block. A column block
+  touches every row chunk of the file, so a layer wider than a block is read several times.
+
+The sample ids are compared chunk by chunk too. The results equal the in-memory metrics
+(``cka_matrix``, ``singular_values``, ``effective_rank``, ``procrustes_distance``) to rounding.
+Stores are opened read-only without HDF5 file locking, so several processes can stream the
+same store at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from repspace.errors import InputError
+from repspace.metrics._backend import Device
+from repspace.metrics.streaming import CovarianceMoments, GramMoments
+from repspace.store import FeatureStore, check_aligned
+
+
+@dataclass
+class StreamResult:
+    """Metrics of two stores computed by :func:`stream_metrics`.
+
+    ``cka`` and ``cka_debiased`` are (layers, layers) linear CKA matrices (rows: store A's
+    layers, columns: store B's; biased and unbiased HSIC). Per layer name: ``procrustes`` (the
+    Euclidean orthogonal Procrustes distance between A and B), ``singular_values_a/_b`` (of the
+    centred features) and ``effective_rank_a/_b``.
+    """
+
+    layers: list[str]
+    n: int
+    path: str
+    cka: np.ndarray
+    cka_debiased: np.ndarray
+    procrustes: dict[str, float] = field(default_factory=dict)
+    effective_rank_a: dict[str, float] = field(default_factory=dict)
+    effective_rank_b: dict[str, float] = field(default_factory=dict)
+    singular_values_a: dict[str, np.ndarray] = field(default_factory=dict)
+    singular_values_b: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and floats, ready for ``json.dump``."""
+        return {
+            "layers": self.layers, "n": self.n, "path": self.path,
+            "cka": self.cka.tolist(), "cka_debiased": self.cka_debiased.tolist(),
+            "procrustes": self.procrustes,
+            "effective_rank_a": self.effective_rank_a, "effective_rank_b": self.effective_rank_b,
+            "singular_values_a": {k: v.tolist() for k, v in self.singular_values_a.items()},
+            "singular_values_b": {k: v.tolist() for k, v in self.singular_values_b.items()},
+        }
+
+    def table(self) -> str:
+        """One line per layer: CKA (biased, debiased) of A and B, Procrustes, effective ranks."""
+        lines = [f"{'layer':<24} {'cka':>7} {'cka_deb':>7} {'procr':>7} {'erank_a':>9} "
+                 f"{'erank_b':>9}"]
+        for i, name in enumerate(self.layers):
+            lines.append(f"{name:<24} {self.cka[i, i]:7.4f} {self.cka_debiased[i, i]:7.4f} "
+                         f"{self.procrustes[name]:7.4f} {self.effective_rank_a[name]:9.2f} "
+                         f"{self.effective_rank_b[name]:9.2f}")
+        return "\n".join(lines)
+
+
+def stream_metrics(store_a: str | Path | FeatureStore, store_b: str | Path | FeatureStore, *,
+                   layers: Sequence[str] | None = None, chunk_rows: int = 4096,
+                   device: Device = "auto", progress: bool = True) -> StreamResult:
+    """Linear CKA (biased and debiased), spectra, effective ranks and Procrustes distances of
+    two feature stores, computed exactly in one pass in memory independent of n.
+
+    Parameters
+    ----------
+    store_a, store_b : path or FeatureStore
+        Two complete stores holding the same sample ids in the same order (checked).
+    layers : sequence of str, optional
+        Layers to compare, present in both stores (default: store A's layers). The CKA
+        matrices cover every pair of them; memory grows with the square of their summed width.
+    chunk_rows : int
+        Rows read per chunk (the Gram path reads blocks of as many values).
+    device : None, "auto" or a torch device
+        Where the chunk products run (``"auto"``: CUDA when present, else numpy).
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    StreamResult
+        CKA: 1 = same representation up to rotation, isotropic scaling and translation (higher
+        is more similar); Procrustes: 0 = the same (lower is more similar); effective rank:
+        higher = more dimensions used.
+    """
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}.")
+    with ExitStack() as stack:
+        a, b = (s if isinstance(s, FeatureStore) else stack.enter_context(FeatureStore(s))
+                for s in (store_a, store_b))
+        n = _check_aligned(a, b, chunk_rows)
+        names = list(layers) if layers is not None else a.layers
+        if not names:
+            raise InputError("no layers to compare.")
+        for store in (a, b):
+            missing = [name for name in names if name not in store.layers]
+            if missing:
+                raise InputError(f"{store.path} has no layer {missing[0]!r}; it has: "
+                                 f"{', '.join(store.layers)}")
+        dims = {s: [int(store.pooled_block(name, slice(0, 1)).shape[1]) for name in names]
+                for s, store in (("x", a), ("y", b))}
+        labels = ([f"{a.path.name}:{name}" for name in names],
+                  [f"{b.path.name}:{name}" for name in names])
+        if n >= max(dims["x"] + dims["y"]):
+            acc: CovarianceMoments | GramMoments = _covariance(
+                a, b, names, dims, n, chunk_rows, device, labels, progress)
+        else:
+            acc = _gram(a, b, names, dims, n, chunk_rows, device, labels, progress)
+    result = StreamResult(layers=names, n=n,
+                          path="covariance" if isinstance(acc, CovarianceMoments) else "gram",
+                          cka=acc.cka(), cka_debiased=acc.cka(debiased=True))
+    for k, name in enumerate(names):
+        result.procrustes[name] = acc.procrustes(k, k)
+        for side, spectra, ranks in (("x", result.singular_values_a, result.effective_rank_a),
+                                     ("y", result.singular_values_b, result.effective_rank_b)):
+            spectra[name] = acc.singular_values(side, k)  # type: ignore[arg-type]
+            ranks[name] = acc.effective_rank(side, k)  # type: ignore[arg-type]
+    return result
+
+
+def _check_aligned(a: FeatureStore, b: FeatureStore, chunk_rows: int) -> int:
+    """The number of samples, after checking chunk by chunk (in memory independent of n) that
+    both stores hold the same ids in the same order; on a difference, ``check_aligned`` reads
+    all ids and raises its MismatchError."""
+    n_a, n_b = (int(store.meta["n_written"]) for store in (a, b))
+    if n_a != n_b or any(a.sample_ids_block(slice(i, i + chunk_rows))
+                         != b.sample_ids_block(slice(i, i + chunk_rows))
+                         for i in range(0, n_a, chunk_rows)):
+        check_aligned(a, b)
+    return n_a
+
+
+def _covariance(a: FeatureStore, b: FeatureStore, names: list[str], dims: dict[str, list[int]],
+                n: int, chunk_rows: int, device: Device,
+                labels: tuple[list[str], list[str]], progress: bool) -> CovarianceMoments:
+    """One pass over row chunks of both stores."""
+    acc = CovarianceMoments(dims["x"], dims["y"], device=device, names=labels)
+    with tqdm(total=n, unit="sample", desc="streaming metrics", disable=not progress) as bar:
+        for start in range(0, n, chunk_rows):
+            rows = slice(start, min(start + chunk_rows, n))
+            acc.update([a.pooled_block(name, rows) for name in names],
+                       [b.pooled_block(name, rows) for name in names])
+            bar.update(rows.stop - rows.start)
+    return acc
+
+
+def _gram(a: FeatureStore, b: FeatureStore, names: list[str], dims: dict[str, list[int]],
+          n: int, chunk_rows: int, device: Device,
+          labels: tuple[list[str], list[str]], progress: bool) -> GramMoments:
+    """Column blocks (all n rows) of every layer of both stores."""
+    acc = GramMoments(n, len(names), len(names), device=device, names=labels)
+    with tqdm(total=sum(dims["x"]) + sum(dims["y"]), unit="column",
+              desc="streaming metrics (Gram)", disable=not progress) as bar:
+        for side, store in (("x", a), ("y", b)):
+            for k, (name, d) in enumerate(zip(names, dims[side], strict=True)):
+                width = max(1, math.ceil(chunk_rows * d / n))
+                for start in range(0, d, width):
+                    cols = slice(start, min(start + width, d))
+                    acc.update(side, k, store.pooled_block(name, slice(0, n), cols))  # type: ignore[arg-type]
+                    bar.update(cols.stop - cols.start)
+    return acc
