@@ -1,11 +1,17 @@
 """Probe sets: the inputs features are captured on, with stable sample ids.
 
-Two formats are read:
+Formats read:
 
 * a text file, one sample per line (blank lines skipped); a sample's id is a hash of its text;
-* JSONL, one object per line with ``"text"`` and optionally ``"id"`` (else the hash of the text).
+* JSONL, one object per line with ``"text"`` and optionally ``"id"`` (else the hash of the text)
+  and ``"image"`` (a path relative to the JSONL file): with images in every line it is an
+  image+text probe set;
+* a folder of images with a captions file: ``captions.jsonl`` (the JSONL format above) or
+  ``captions.tsv`` (``file<TAB>caption`` per line; the id is the file name without extension).
 
-Ids are the join key between feature stores, so they must be unique within a probe set.
+Ids are the join key between feature stores, so they must be unique within a probe set. Images
+are opened lazily, batch by batch (:meth:`Probe.open_images`); one that does not decode is an
+:class:`~repspace.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from repspace.errors import FormatError, InputError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_PROBE = DATA_DIR / "probe_general.txt"
+#: The shipped image probe set (240 rendered scenes of shapes and digits with captions).
+IMAGE_PROBE = DATA_DIR / "image_probe.jsonl"
+#: Caption files looked for in an image folder, in this order.
+CAPTION_FILES = ("captions.jsonl", "captions.tsv")
 
 
 def text_id(text: str) -> str:
@@ -28,17 +39,37 @@ def text_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def open_image(path: str | Path) -> Any:
+    """The image at ``path`` as an RGB ``PIL.Image``; one that does not decode is an
+    :class:`~repspace.errors.InputError` naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        lines = str(exc).replace(repr(str(path)), "").strip().splitlines()
+        reason = lines[0].strip() if lines else type(exc).__name__
+        raise InputError(f"cannot decode image {path}: {reason}") from exc
+
+
 @dataclass(frozen=True)
 class Probe:
-    """An ordered set of text samples with unique ids."""
+    """An ordered set of text samples with unique ids, each optionally with an image.
+
+    ``images`` holds one image path per sample (image+text probes) or is ``None`` (text only).
+    """
 
     ids: tuple[str, ...]
     texts: tuple[str, ...]
     source: str = "<memory>"
+    images: tuple[Path, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.texts):
             raise InputError(f"{len(self.ids)} ids for {len(self.texts)} texts")
+        if self.images is not None and len(self.images) != len(self.ids):
+            raise InputError(f"{len(self.images)} images for {len(self.ids)} samples")
         if not self.ids:
             raise InputError(f"probe set {self.source} has no samples")
         seen: dict[str, int] = {}
@@ -58,17 +89,35 @@ class Probe:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def modality(self) -> str:
+        """``"image-text"`` for a probe set with images, else ``"text"``."""
+        return "text" if self.images is None else "image-text"
+
     @cached_property
     def fingerprint(self) -> str:
-        """SHA-256 over every (id, text) in order: equal fingerprints mean equal probe sets."""
+        """SHA-256 over every (id, text) in order, and over the bytes of every image of an
+        image+text probe: equal fingerprints mean equal probe sets."""
         digest = hashlib.sha256()
         for sample_id, text in zip(self.ids, self.texts, strict=True):
             digest.update(json.dumps([sample_id, text]).encode())
+        for path in self.images or ():
+            try:
+                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+            except OSError as exc:
+                raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from exc
         return digest.hexdigest()
 
     def subset(self, n: int) -> Probe:
         """The first ``n`` samples."""
-        return Probe(self.ids[:n], self.texts[:n], f"{self.source}[:{n}]")
+        images = None if self.images is None else self.images[:n]
+        return Probe(self.ids[:n], self.texts[:n], f"{self.source}[:{n}]", images)
+
+    def open_images(self, start: int, stop: int) -> list[Any]:
+        """The images of samples ``start`` to ``stop - 1``, decoded (see :func:`open_image`)."""
+        if self.images is None:
+            raise InputError(f"probe set {self.source} has no images")
+        return [open_image(path) for path in self.images[start:stop]]
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[tuple[list[str], list[str]]]:
         """(ids, texts) batches in order, from sample ``start`` on."""
@@ -106,24 +155,68 @@ def iter_jsonl(path: str | Path, required: Sequence[str] = ()) -> Iterator[tuple
         yield number, record
 
 
+def _image_path(folder: Path, name: Any, where: str) -> Path:
+    if not isinstance(name, str) or not name:
+        raise FormatError(f"{where}: \"image\" must be a file path")
+    path = folder / name
+    if not path.is_file():
+        raise FormatError(f"{where}: image file not found: {path}")
+    return path
+
+
 def _parse_jsonl(path: Path) -> Probe:
-    ids, texts = [], []
+    ids, texts, images = [], [], []
     for number, record in iter_jsonl(path, ("text",)):
         if not isinstance(record["text"], str):
             raise FormatError(f'{path}:{number}: expected an object with a "text" string')
+        if texts and (record.get("image") is not None) != bool(images):
+            raise FormatError(f'{path}:{number}: either every line has an "image" or none')
+        if record.get("image") is not None:
+            images.append(_image_path(path.parent, record["image"], f"{path}:{number}"))
         texts.append(record["text"])
         ids.append(str(record["id"]) if record.get("id") is not None else text_id(record["text"]))
-    return Probe(tuple(ids), tuple(texts), str(path))
+    return Probe(tuple(ids), tuple(texts), str(path), tuple(images) if images else None)
+
+
+def _parse_tsv(path: Path) -> Probe:
+    ids, texts, images = [], [], []
+    for number, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        name, tab, caption = line.partition("\t")
+        if not tab:
+            raise FormatError(f"{path}:{number}: expected file<TAB>caption")
+        images.append(_image_path(path.parent, name.strip(), f"{path}:{number}"))
+        ids.append(Path(name.strip()).stem)
+        texts.append(caption.strip())
+    return Probe(tuple(ids), tuple(texts), str(path), tuple(images))
+
+
+def _parse_folder(folder: Path) -> Probe:
+    for name in CAPTION_FILES:
+        captions = folder / name
+        if captions.is_file():
+            probe = _parse_jsonl(captions) if name.endswith(".jsonl") else _parse_tsv(captions)
+            if probe.images is None:
+                raise FormatError(f'{captions}: an image folder\'s captions need "image" fields')
+            return probe
+    raise FormatError(f"{folder} is a folder without {' or '.join(CAPTION_FILES)}: "
+                      "an image probe folder needs a captions file")
 
 
 def load_probe(path: str | Path | None = None, *, limit: int | None = None) -> Probe:
-    """Read a probe set from a text or JSONL file (``None``: the shipped general English probe).
+    """Read a probe set from a text or JSONL file or an image folder with captions (``None``: the
+    shipped general English probe; :data:`IMAGE_PROBE` is the shipped image+text probe).
 
     ``limit`` keeps the first ``limit`` samples.
     """
     path = Path(path) if path is not None else DEFAULT_PROBE
-    if path.suffix in (".jsonl", ".json"):
+    if path.is_dir():
+        probe = _parse_folder(path)
+    elif path.suffix in (".jsonl", ".json"):
         probe = _parse_jsonl(path)
+    elif path.suffix == ".tsv":
+        probe = _parse_tsv(path)
     else:
         texts = [line.strip() for line in _read_lines(path) if line.strip()]
         probe = Probe.from_texts(texts, source=str(path)) if texts else None

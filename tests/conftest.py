@@ -86,3 +86,28 @@ def task_files(tmp_path_factory):
     for name, part in (("train", rows[:48]), ("eval", rows[48:])):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     return folder / "train.jsonl", folder / "eval.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA (CLIP tower + Llama) folder with its processor, built offline."""
+    from repspace.testing import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2vl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2-VL folder with its processor, built offline."""
+    from repspace.testing import build_tiny_qwen2vl
+
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny_qwen2vl") / "model")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread for a module of tiny models, far too small to gain from more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

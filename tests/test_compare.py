@@ -47,7 +47,7 @@ def test_outputs_are_written_and_reload(self_result):
     again = CompareResult.from_json(report / "metrics.json")
     assert again.records == json.loads(result.to_json())["records"]
     rows = (report / "metrics.csv").read_text().splitlines()
-    assert rows[0].split(",") == ["model", "layer", *COLUMNS]
+    assert rows[0].split(",") == ["model", "layer", "modality", *COLUMNS]
     assert len(rows) == 1 + len(result.records)
     table = result.table()
     assert "encoder.layer.5" in table and "cka_debiased" in table

@@ -13,6 +13,17 @@ Presets:
 ``embeddings``
     The embedding output, i.e. the input of the first block (``<blocks>.0:input``), so it is the
     same point in every architecture.
+
+Presets of vision-language models (see :data:`repspace.models.structure.PART_NAMES`):
+
+``vision``
+    The blocks of the vision tower (LLaVA ``model.vision_tower.encoder.layers.*``, Qwen2-VL
+    ``model.visual.blocks.*``).
+``connector``
+    The output of the projector that maps image features into the language model (LLaVA
+    ``model.multi_modal_projector``, Qwen2-VL ``model.visual.merger``).
+``language``
+    The blocks of the language model (``model.language_model.layers.*``).
 """
 
 from __future__ import annotations
@@ -24,13 +35,27 @@ from collections.abc import Sequence
 from torch import nn
 
 from repspace.errors import InputError
-from repspace.models.structure import block_stack
+from repspace.models.structure import PART_NAMES, block_stack, find_part
 
 INPUT_SUFFIX = ":input"
 
 
+def _part(model: nn.Module, preset: str) -> str:
+    root = find_part(model, preset)
+    if root is None:
+        raise InputError(f"layer preset {preset!r} needs a vision-language model: no module "
+                         f"named {' or '.join(PART_NAMES[preset])} in {type(model).__name__}")
+    return root
+
+
 def preset_layers(model: nn.Module, preset: str) -> list[str]:
     """The module paths a preset names in ``model``."""
+    if preset == "connector":
+        return [_part(model, preset)]
+    if preset in ("vision", "language"):
+        root = _part(model, preset)
+        stack = f"{root}.{block_stack(model.get_submodule(root))}"
+        return [f"{stack}.{i}" for i in range(len(model.get_submodule(stack)))]
     stack = block_stack(model)
     count = len(model.get_submodule(stack))
     if preset == "blocks":
@@ -40,7 +65,7 @@ def preset_layers(model: nn.Module, preset: str) -> list[str]:
     raise InputError(f"unknown layer preset {preset!r}; presets: {', '.join(PRESETS)}")
 
 
-PRESETS = ("blocks", "embeddings")
+PRESETS = ("blocks", "embeddings", "vision", "connector", "language")
 
 
 def _closest(item: str, names: Sequence[str]) -> str:

@@ -5,16 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from repspace.capture.hooks import collect
 from repspace.capture.layers import resolve_layers, split_layer
+from repspace.capture.multimodal import ImageTextCapture
+from repspace.capture.shard import (
+    WINDOW_BATCHES,
+    shard_path,
+    shard_probe,
+    shard_span,
+    window_order,
+)
 from repspace.capture.tokens import POOLINGS, pool, real_positions, split_tokens
 from repspace.errors import InputError
 from repspace.models import LoadedModel, load_model
 from repspace.probes import Probe, load_probe
-from repspace.store import StoreWriter
+from repspace.store import StoreWriter, merge_stores
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -30,9 +39,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def capture_settings(layers: list[str], pooling: str, tokens: bool, max_length: int) -> dict:
-    """The settings that determine a store's contents (the cache key besides model and probe)."""
-    return {"layers": layers, "pooling": pooling, "tokens": tokens, "max_length": max_length}
+def capture_settings(layers: list[str], pooling: str, tokens: bool, max_length: int,
+                     image_text: dict | None = None) -> dict:
+    """The settings that determine a store's contents (the cache key besides model and probe);
+    ``image_text`` adds the modality options of an image+text probe."""
+    return {"layers": layers, "pooling": pooling, "tokens": tokens, "max_length": max_length,
+            **(image_text or {})}
 
 
 def _encode(tokenizer: Any, texts: list[str], max_length: int,
@@ -50,7 +62,8 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
             out: str | Path, layers: str | list[str] = "blocks", pooling: str = "mean",
             tokens: bool = False, batch_size: int = 32, max_length: int = 128,
             device: str | torch.device = "auto", resume: bool = False,
-            progress: bool = True) -> Path:
+            progress: bool = True, shard: tuple[int, int] | None = None,
+            modality: str = "split", vision_tokens: str = "patches") -> Path:
     """Run ``model`` over ``probe`` and write per-layer features to the HDF5 store ``out``.
 
     Parameters
@@ -68,11 +81,23 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
     tokens:
         Also keep every sample's real-token matrix (for :func:`~repspace.metrics.rank_ratio`).
     resume:
-        Continue an interrupted capture into ``out`` instead of starting over.
+        Continue an interrupted capture into ``out`` instead of starting over (a complete
+        store of the same capture is kept as it is).
+    shard:
+        ``(k, n)``: capture only shard ``k`` of ``n`` (contiguous windows of the probe, see
+        :mod:`repspace.capture.shard`) into ``out``; merge the shards with
+        :func:`repspace.store.merge_stores`. Under ``torchrun`` every rank captures its own
+        shard into ``<out stem>.rank<k>.h5`` and rank 0 merges them into ``out``.
+    modality, vision_tokens:
+        For image+text probes on vision-language models: which language-model tokens to keep
+        (``split``: all, image and text tokens as three layers ``NAME``, ``NAME@image``,
+        ``NAME@text``; or one of ``all``, ``image``, ``text``) and which vision-tower tokens
+        (``patches`` or ``cls``). See :mod:`repspace.capture.multimodal`.
 
     Features are taken under ``torch.inference_mode()``, moved to the CPU as float32 at once and
-    written batch by batch, so memory does not grow with the number of samples. Padding and
-    prompt-tuning virtual tokens are never captured.
+    written window by window (``batch_size * WINDOW_BATCHES`` samples, batched shortest text
+    first and stored in probe order), so memory does not grow with the number of samples.
+    Padding and prompt-tuning virtual tokens are never captured.
 
     Returns the path of the completed store.
     """
@@ -87,19 +112,84 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
     probe = probe if isinstance(probe, Probe) else load_probe(probe)
     names = resolve_layers(loaded.backbone, layers)
     dev = resolve_device(device)
+    # Imported here: repspace.tune imports this module (resolve_device).
+    from repspace.tune.distributed import World, init_world
+
+    world = init_world(dev.type) if shard is None else World()
     loaded.model.to(dev).eval()
-    settings = capture_settings(names, pooling, tokens, max_length)
-    meta = {"model_fingerprint": loaded.fingerprint, "model_source": loaded.source,
-            "probe_fingerprint": probe.fingerprint, "pooling": pooling, "settings": settings,
-            "n_expected": len(probe)}
+    window = batch_size * WINDOW_BATCHES
+    image_text = ({"modality": modality, "vision_tokens": vision_tokens}
+                  if probe.images is not None else None)
+    settings = capture_settings(names, pooling, tokens, max_length, image_text)
+    target, whole, shard_of = Path(out), probe, None
+    if world.distributed:
+        shard, target = (world.rank, world.size), shard_path(out, world.rank)
+    if shard is not None:
+        start, stop = shard_span(len(whole), window, *shard)
+        if start == stop and not world.distributed:
+            raise InputError(f"shard {shard[0]}/{shard[1]} is empty: {len(whole)} samples make "
+                             f"only {-(-len(whole) // window)} windows of {window}")
+        probe = shard_probe(whole, start, stop) if stop > start else None
+        shard_of = {"probe_fingerprint": whole.fingerprint, "n": len(whole), "start": start,
+                    "stop": stop}
+    if probe is not None:
+        meta = {"model_fingerprint": loaded.fingerprint, "model_source": loaded.source,
+                "probe_fingerprint": probe.fingerprint, "pooling": pooling,
+                "settings": settings, "n_expected": len(probe), "shard_of": shard_of}
+        _capture_windows(loaded, probe, target, meta, names, tokens=tokens, pooling=pooling,
+                         batch_size=batch_size, max_length=max_length, device=dev,
+                         resume=resume, progress=progress and world.is_main,
+                         image_text=image_text)
+    if world.distributed:
+        world.barrier()
+        if world.is_main:
+            spans = [shard_span(len(whole), window, k, world.size) for k in range(world.size)]
+            parts = [shard_path(out, k) for k, (a, b) in enumerate(spans) if b > a]
+            merge_stores(parts, out)
+            for part in parts:
+                part.unlink()
+        world.barrier()
+    return Path(out)
+
+
+def _in_probe_order(parts: list[tuple[list[int], tuple[dict, dict]]], n: int,
+                    names: list[str]) -> tuple[dict, dict]:
+    """Pooled rows and token matrices of a window's batches, put back in probe order."""
+    pooled, token_mats = {}, {}
+    for name in names:
+        rows = np.empty((n, parts[0][1][0][name].shape[1]), np.float32)
+        mats: list[np.ndarray] = [np.empty(0)] * n
+        for chosen, (batch_pooled, batch_tokens) in parts:
+            rows[chosen] = batch_pooled[name]
+            for i, mat in zip(chosen, batch_tokens.get(name, ()), strict=False):
+                mats[i] = mat
+        pooled[name] = rows
+        if parts[0][1][1]:
+            token_mats[name] = mats
+    return pooled, token_mats
+
+
+def _capture_windows(loaded: LoadedModel, probe: Probe, out: Path, meta: dict,
+                     names: list[str], *, tokens: bool, pooling: str, batch_size: int,
+                     max_length: int, device: torch.device, resume: bool,
+                     progress: bool, image_text: dict | None = None) -> Path:
+    """Capture ``probe`` into the store ``out`` window by window (one store segment each);
+    ``image_text`` (the modality options) for a probe with images."""
     layer_attrs = {name: {"module_path": split_layer(name)[0],
                           "captures": "input" if split_layer(name)[1] else "output",
                           "token_selection": "real tokens", "modality": "text", "dim": None}
                    for name in names}
+    plan = None if image_text is None else ImageTextCapture(
+        loaded, names, pooling=pooling, tokens=tokens, modality=image_text["modality"],
+        vision_tokens=image_text["vision_tokens"], max_length=max_length, device=device)
+    if plan is not None:
+        layer_attrs = plan.attrs
     with collect(loaded.backbone, names) as captured, torch.inference_mode():
 
-        def features(texts: list[str]) -> tuple[dict, dict]:
-            batch = _encode(loaded.tokenizer, texts, max_length, dev)
+        def features(texts: list[str], images: list[Path] | None) -> tuple[dict, dict]:
+            if plan is not None:
+                return plan.features(captured, texts, images, loaded.model)
+            batch = _encode(loaded.tokenizer, texts, max_length, device)
             captured.clear()
             loaded.model(**batch)
             mask = batch["attention_mask"].to("cpu")
@@ -111,19 +201,25 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
                 pooled[name] = pool(hidden, mask, pooling).numpy()
                 if tokens:
                     token_mats[name] = [t.numpy() for t in split_tokens(hidden, mask)]
+                if not all(np.isfinite(a).all() for a in [pooled[name], *token_mats.get(name, ())]):
+                    raise InputError(f"features of layer {name} of {loaded.source} contain "
+                                     "NaN/inf (model weights or inputs?)")
             return pooled, token_mats
 
-        first_ids, first_texts = next(probe.batches(batch_size))
-        first = features(first_texts)
-        for name in names:
-            layer_attrs[name]["dim"] = first[0][name].shape[1]
         with StoreWriter(out, meta=meta, layers=layer_attrs, tokens=tokens,
                          resume=resume) as writer:
-            if writer.n_written == 0:
-                writer.append(first_ids, *first)
             with tqdm(total=len(probe), initial=writer.n_written, unit="sample",
-                      desc=f"capture {Path(out).name}", disable=not progress) as bar:
-                for ids, texts in probe.batches(batch_size, start=writer.n_written):
-                    writer.append(ids, *features(texts))
-                    bar.update(len(ids))
+                      desc=f"capture {out.name}", disable=not progress) as bar:
+                offset = writer.n_written
+                for ids, texts in probe.batches(batch_size * WINDOW_BATCHES, start=offset):
+                    order = window_order(texts)
+                    parts = []
+                    for k in range(0, len(order), batch_size):
+                        chosen = order[k:k + batch_size]
+                        images = (None if probe.images is None
+                                  else [probe.images[offset + i] for i in chosen])
+                        parts.append((chosen, features([texts[i] for i in chosen], images)))
+                        bar.update(len(chosen))
+                    writer.append(ids, *_in_probe_order(parts, len(ids), list(layer_attrs)))
+                    offset += len(ids)
             return writer.finish()

@@ -77,14 +77,16 @@ def export_checkpoint(source: str | Path, out: str | Path, *,
                       config: str | Path | None = None) -> Path:
     """Write the self-contained base checkpoint of ``source`` (see :func:`load_model`) to ``out``.
 
-    The file holds the model class, HF config, tokenizer files, weights and fingerprint, and is
+    The file holds the model class, HF config, tokenizer files (and a vision-language model's
+    processor files: image processor, chat template), weights and fingerprint, and is
     readable with ``torch.load(out, weights_only=True)``.
     """
     out = Path(out)
     if out.suffix != ".pt":
         raise InputError(f"checkpoint file name must end in .pt: {out}")
     loaded = load_base(source, config=config)
-    return write_checkpoint(base_payload(loaded.model, loaded.tokenizer, str(source)), out)
+    return write_checkpoint(base_payload(loaded.model, loaded.tokenizer, str(source),
+                                         loaded.processor), out)
 
 
 def save_tuned_checkpoint(tuned: nn.Module | list[Part], base: LoadedModel, out: str | Path, *,

@@ -34,6 +34,10 @@ class LoadedModel:
         keys/values only and prepends nothing, so it has 0 here.
     info:
         Extra metadata carried by the checkpoint (method config, training summary).
+    processor:
+        For a vision-language model, the processor that turns (image, text) pairs into inputs
+        (tokenizer + image processor + chat template), else ``None``. ``tokenizer`` is then the
+        processor's tokenizer.
     """
 
     model: nn.Module
@@ -45,6 +49,13 @@ class LoadedModel:
     base_fingerprint: str | None = None
     virtual_tokens: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    processor: Any = None
+
+    @property
+    def modality(self) -> str:
+        """``"image-text"`` for a model with an image processor, else ``"text"``."""
+        has_images = getattr(self.processor, "image_processor", None) is not None
+        return "image-text" if has_images else "text"
 
     @property
     def backbone(self) -> nn.Module:

@@ -1,4 +1,9 @@
-"""Loading base models: repspace checkpoints, HF model folders, safetensors files, hub ids."""
+"""Loading base models: repspace checkpoints, HF model folders, safetensors files, hub ids.
+
+Vision-language models (LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL: anything
+``AutoModelForImageTextToText`` builds) load with their language-model head and their processor
+(:attr:`~repspace.models.LoadedModel.processor`); checkpoints carry the processor's files.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,14 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from torch import nn
 
 from repspace.errors import FormatError, InputError
 from repspace.models.checkpoint import FORMAT, FORMAT_VERSION, read_checkpoint
 from repspace.models.fingerprint import hash_tensors
 from repspace.models.loaded import LoadedModel
+from repspace.models.processors import load_processor
 from repspace.version import __version__
 
 _TOKENIZER_FILE_LIMIT = 64 * 2**20
@@ -49,11 +56,12 @@ def model_class_name(model: nn.Module) -> str:
     return type(model).__name__
 
 
-def _tokenizer_files(tokenizer: Any) -> dict[str, Any]:
-    """Save ``tokenizer`` and return its files: text as str, anything else as a uint8 tensor."""
+def _saved_files(saver: Any) -> dict[str, Any]:
+    """Save a tokenizer or processor (``saver.save_pretrained``) and return its files: text as
+    str, anything else as a uint8 tensor."""
     files: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
+        saver.save_pretrained(tmp)
         for file in sorted(Path(tmp).rglob("*")):
             if not file.is_file() or file.stat().st_size > _TOKENIZER_FILE_LIMIT:
                 continue
@@ -66,36 +74,50 @@ def _tokenizer_files(tokenizer: Any) -> dict[str, Any]:
     return files
 
 
+def _write_files(files: dict[str, Any], folder: str) -> None:
+    for name, content in files.items():
+        target = Path(folder, name)
+        if Path(folder).resolve() not in target.resolve().parents:
+            raise FormatError(f"tokenizer or processor file name escapes its folder: {name!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            target.write_text(content, encoding="utf-8")
+        else:
+            target.write_bytes(content.numpy().tobytes())
+
+
 def _tokenizer_from_files(files: dict[str, Any]) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
-        for name, content in files.items():
-            target = Path(tmp, name)
-            if Path(tmp) not in target.resolve().parents:
-                raise FormatError(f"tokenizer file name escapes its folder: {name!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, str):
-                target.write_text(content, encoding="utf-8")
-            else:
-                target.write_bytes(content.numpy().tobytes())
+        _write_files(files, tmp)
         return transformers.AutoTokenizer.from_pretrained(tmp)
+
+
+def _processor_from_files(files: dict[str, Any]) -> Any:
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_files(files, tmp)
+        return load_processor(tmp)
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu") for name, t in model.state_dict().items()}
 
 
-def base_payload(model: nn.Module, tokenizer: Any, source: str) -> dict[str, Any]:
-    """The checkpoint dict of a base model (see :mod:`repspace.models.checkpoint`)."""
+def base_payload(model: nn.Module, tokenizer: Any, source: str,
+                 processor: Any = None) -> dict[str, Any]:
+    """The checkpoint dict of a base model (see :mod:`repspace.models.checkpoint`); a
+    vision-language model's ``processor`` is stored as its files (``processor_files``)."""
     from datetime import datetime, timezone
 
     state = _state_dict(model)
+    extra = {"processor_files": _saved_files(processor)} if processor is not None else {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": "base",
         "model_class": model_class_name(model),
         "config": json.loads(model.config.to_json_string(use_diff=False)),
-        "tokenizer_files": _tokenizer_files(tokenizer),
+        "tokenizer_files": _saved_files(tokenizer),
+        **extra,
         "state_dict": state,
         "fingerprint": hash_tensors(state),
         "source": source,
@@ -120,25 +142,38 @@ def base_from_payload(payload: dict[str, Any], source: str) -> LoadedModel:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise FormatError(f"{source}: weights do not fit the model class ({first})") from exc
+    processor = (_processor_from_files(payload["processor_files"])
+                 if payload.get("processor_files") else None)
     return LoadedModel(
         model=model.eval(),
         tokenizer=_tokenizer_from_files(payload["tokenizer_files"]),
         fingerprint=fingerprint,
         source=source,
+        processor=processor,
     )
 
 
+def _auto_class(config: transformers.PreTrainedConfig) -> Any:
+    """``AutoModelForImageTextToText`` for a vision-language config (vision tower, projector and
+    language model with its head), else ``AutoModel``."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
+        return transformers.AutoModelForImageTextToText
+    return transformers.AutoModel
+
+
 def _from_pretrained(source: str, config: str | Path | None = None) -> LoadedModel:
-    kwargs: dict[str, Any] = {}
-    if config is not None:
-        kwargs["config"] = transformers.AutoConfig.from_pretrained(config)
     try:
-        model = transformers.AutoModel.from_pretrained(source, **kwargs)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(config or source)
-    except OSError as exc:
+        model_config = transformers.AutoConfig.from_pretrained(config or source)
+        model = _auto_class(model_config).from_pretrained(source, config=model_config)
+        processor = load_processor(config or source)
+        tokenizer = (processor.tokenizer if getattr(processor, "tokenizer", None) is not None
+                     else transformers.AutoTokenizer.from_pretrained(config or source))
+    except (OSError, SafetensorError) as exc:  # a corrupt weights file: SafetensorError
         first = str(exc).strip().splitlines()[0]
         raise FormatError(f"cannot load model {source!r}: {first}") from exc
-    return LoadedModel(model=model.eval(), tokenizer=tokenizer,
+    return LoadedModel(model=model.eval(), tokenizer=tokenizer, processor=processor,
                        fingerprint=hash_tensors(_state_dict(model)), source=str(source))
 
 

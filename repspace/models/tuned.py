@@ -5,7 +5,9 @@ A tuned model is its base plus an ordered list of *parts*, each applied in turn:
 ``weights``
     Tensors that replace the base's tensors of the same name (full fine-tuning, BitFit).
 ``bottleneck``
-    repspace's bottleneck adapters (:mod:`repspace.models.adapters`), injected in place.
+    repspace's bottleneck adapters (:mod:`repspace.models.adapters`), injected in place (into
+    the submodule named by the config's ``root``, if any: a vision-language model's language
+    model).
 ``peft_injected``
     A PEFT tuner (LoRA, DoRA, IA3, ...) injected in place with PEFT's low-level
     ``inject_adapter_in_model`` (used under a prefix in PT-PEFT).
@@ -41,6 +43,7 @@ from repspace.models.adapters import (
 from repspace.models.checkpoint import FORMAT, FORMAT_VERSION
 from repspace.models.fingerprint import tuned_fingerprint
 from repspace.models.loaded import LoadedModel
+from repspace.models.prompt_positions import attach_prompt_positions
 from repspace.version import __version__
 
 PART_KINDS = ("weights", "bottleneck", "peft_injected", "peft")
@@ -84,9 +87,12 @@ def peft_injected_part(model: nn.Module, config: peft.PeftConfig) -> Part:
                 _cpu(peft.get_peft_model_state_dict(model)))
 
 
-def bottleneck_part(model: nn.Module, config: BottleneckConfig) -> Part:
-    """The ``bottleneck`` part of a model with injected bottleneck adapters."""
-    return Part("bottleneck", config.to_dict(), _cpu(bottleneck_state_dict(model)))
+def bottleneck_part(model: nn.Module, config: BottleneckConfig, root: str = "") -> Part:
+    """The ``bottleneck`` part of a model whose submodule ``root`` (``""``: the model itself,
+    e.g. ``model.language_model`` of a vision-language model) has injected bottleneck adapters;
+    the tensors are keyed relative to ``root``."""
+    spec = {**config.to_dict(), "root": root} if root else config.to_dict()
+    return Part("bottleneck", spec, _cpu(bottleneck_state_dict(model.get_submodule(root))))
 
 
 def method_name(config: peft.PeftConfig) -> str:
@@ -172,8 +178,10 @@ def apply_parts(model: nn.Module, parts: list[Part], source: str) -> tuple[nn.Mo
                     raise FormatError(f"{source}: tensors not in the base model: {unknown[:3]}")
                 model.load_state_dict(part.state, strict=False)
             elif part.kind == "bottleneck":
-                inject_bottleneck(model, BottleneckConfig.from_dict(part.config))
-                load_bottleneck_state(model, part.state)
+                spec = dict(part.config)
+                target = model.get_submodule(spec.pop("root", ""))
+                inject_bottleneck(target, BottleneckConfig.from_dict(spec))
+                load_bottleneck_state(target, part.state)
             elif part.kind == "peft_injected":
                 model = peft.inject_adapter_in_model(_peft_config(part.config, source), model)
                 _check_loaded(peft.set_peft_model_state_dict(model, part.state), source)
@@ -185,12 +193,15 @@ def apply_parts(model: nn.Module, parts: list[Part], source: str) -> tuple[nn.Mo
                 # PEFT loads prompt-learning embeddings itself and still lists them.
                 _check_loaded(peft.set_peft_model_state_dict(model, part.state), source,
                               ignore=("prompt_embeddings",))
-                prepends = config.is_prompt_learning and (
-                    config.peft_type != peft.PeftType.PREFIX_TUNING)
+                is_prefix = config.peft_type == peft.PeftType.PREFIX_TUNING
+                if config.is_prompt_learning:
+                    attach_prompt_positions(model, config.num_virtual_tokens,
+                                            "prefix" if is_prefix else "prompt")
+                prepends = config.is_prompt_learning and not is_prefix
                 virtual = int(config.num_virtual_tokens) if prepends else 0
             else:
                 raise FormatError(f"{source}: unknown kind of tuned part {part.kind!r}")
-        except RuntimeError as exc:
+        except (RuntimeError, AttributeError) as exc:  # AttributeError: no such root module
             first = str(exc).strip().splitlines()[0]
             raise FormatError(f"{source}: tuned tensors do not fit the model ({first})") from exc
     return model, virtual
@@ -209,9 +220,9 @@ def apply_tuned(base: LoadedModel, payload: dict[str, Any], source: str) -> Load
         raise FormatError(f"{source}: tuned tensors do not match the stored fingerprint")
     model, virtual = apply_parts(copy.deepcopy(base.model), _unflatten(payload, source), source)
     return LoadedModel(
-        model=model.eval(), tokenizer=base.tokenizer, fingerprint=fingerprint, source=source,
-        kind="tuned", method=payload["method"], base_fingerprint=base.fingerprint,
-        virtual_tokens=virtual,
+        model=model.eval(), tokenizer=base.tokenizer, processor=base.processor,
+        fingerprint=fingerprint, source=source, kind="tuned", method=payload["method"],
+        base_fingerprint=base.fingerprint, virtual_tokens=virtual,
         info={key: payload.get(key, {}) for key in ("method_config", "training", "task",
                                                      "head", "parts")},
     )

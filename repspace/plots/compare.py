@@ -92,8 +92,23 @@ def plot_cka_heatmaps(result: CompareResult) -> Any:
     return fig
 
 
+def plot_by_modality(result: CompareResult, key: str, *, base_key: str | None = None) -> Any:
+    """Metric ``key`` by layer, one panel per modality of the records (image+text probes:
+    ``image``, ``text``, ``all``; see :meth:`~repspace.results.CompareResult.for_modality`).
+    Returns the figure."""
+    modalities = result.modalities
+    with paper_style():
+        fig, axes = plt.subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.6),
+                                 squeeze=False)
+        for ax, modality in zip(axes[0], modalities, strict=True):
+            plot_metric_by_layer(result.for_modality(modality), key, ax=ax, base_key=base_key)
+            ax.set_title(f"{modality} tokens" if modality != "all" else "all tokens")
+    return fig
+
+
 def save_compare_figures(result: CompareResult, out_dir: Path) -> list[Path]:
-    """Write the comparison figures as PNG and PDF; returns the paths written."""
+    """Write the comparison figures as PNG and PDF (with records of several modalities also
+    ``cka_by_modality`` and ``effective_rank_by_modality``); returns the paths written."""
     figures = {
         "cka_by_layer": plot_metric_by_layer(result, "cka"),
         "effective_rank_by_layer": plot_metric_by_layer(result, "effective_rank",
@@ -101,6 +116,10 @@ def save_compare_figures(result: CompareResult, out_dir: Path) -> list[Path]:
         "spectra_last_layer": plot_spectra(result),
         "cka_heatmap": plot_cka_heatmaps(result),
     }
+    if len(result.modalities) > 1:
+        figures["cka_by_modality"] = plot_by_modality(result, "cka")
+        figures["effective_rank_by_modality"] = plot_by_modality(
+            result, "effective_rank", base_key="effective_rank_base")
     paths: list[Path] = []
     for stem, fig in figures.items():
         paths.extend(save(fig, out_dir, stem))

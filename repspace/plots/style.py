@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,10 +54,25 @@ def marker(i: int) -> str:
     return MARKERS[i % len(MARKERS)]
 
 
+#: Tick prefixes of the blocks of vision-language model parts (vision tower V, language L).
+_PART_TAGS = {"vision_tower": "V", "visual": "V", "vision_model": "V", "language_model": "L"}
+_CONNECTORS = ("multi_modal_projector", "merger", "mm_projector", "connector")
+_MODALITY_TAGS = {"@image": " img", "@text": " txt"}
+
+
 def short_layer(name: str) -> str:
-    """A compact tick label for a module path (``encoder.layer.3`` -> ``3``)."""
-    tail = name.rsplit(".", 1)[-1]
-    return tail.replace(":input", " in") if not tail.isdigit() else tail
+    """A compact tick label for a module path (``encoder.layer.3`` -> ``3``; in vision-language
+    models ``model.visual.blocks.3`` -> ``V3``, ``model.language_model.layers.3@image`` ->
+    ``L3 img``, the projector -> ``proj``)."""
+    path, at, modality = name.partition("@")
+    parts = path.split(".")
+    tail = parts[-1]
+    tags = [_PART_TAGS[p] for p in parts if p in _PART_TAGS]
+    if tail.isdigit():
+        label = (tags[0] if tags else "") + tail
+    else:
+        label = "proj" if tail in _CONNECTORS else tail.replace(":input", " in")
+    return label + _MODALITY_TAGS.get(at + modality, "")
 
 
 def layer_axis(ax: Any, layers: list[str]) -> None:
@@ -88,7 +100,12 @@ def save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
     """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (vector) and close it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.{ext}" for ext in ("png", "pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=RC["savefig.dpi"], bbox_inches="tight")
+    for path in paths:  # through a temporary name: a failed write leaves no truncated figure
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=RC["savefig.dpi"], bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     plt.close(fig)
     return paths

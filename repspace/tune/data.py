@@ -6,19 +6,26 @@
 ``generation``
     JSONL lines ``{"prompt": ..., "answer": ...}``. The model sees ``prompt + " " + answer`` and
     the end-of-sequence token; the loss covers the answer tokens and the end token only.
+``generation`` with images (vision-language models)
+    The same lines plus ``"image"`` (a path, relative to the JSONL file). The processor puts the
+    image placeholder in front of the prompt and expands it into one token per image feature;
+    the loss still covers the answer tokens only (never image or prompt tokens). Images are read
+    and preprocessed batch by batch (:func:`collate`), so a data set never sits in memory as
+    pixels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from repspace.errors import FormatError, InputError
-from repspace.probes import iter_jsonl
+from repspace.models.processors import image_prompt
+from repspace.probes import iter_jsonl, open_image
 
 TASKS = ("classification", "generation")
 _FIELDS = {"classification": ("text", "label"), "generation": ("prompt", "answer")}
@@ -32,16 +39,35 @@ def read_jsonl(path: str | Path, task: str) -> list[dict[str, Any]]:
     records = [record for _, record in iter_jsonl(path, _FIELDS[task])]
     if not records:
         raise FormatError(f"data file is empty: {path}")
+    for record in records:
+        if record.get("image") is not None:
+            record["image"] = Path(path).parent / str(record["image"])
     return records
+
+
+def has_images(records: Sequence[dict]) -> bool:
+    """True when any record names an image."""
+    return any(r.get("image") is not None for r in records)
+
+
+#: Per-token model inputs that a processor returns beside ``input_ids`` (padded with 0).
+TOKEN_INPUTS = ("mm_token_type_ids",)
 
 
 @dataclass
 class Encoded:
     """A tokenised data set: per-example token ids, and labels (class index per example for
-    classification, per-token targets with ``IGNORE`` outside the answer for generation)."""
+    classification, per-token targets with ``IGNORE`` outside the answer for generation).
+
+    With images: ``images`` holds each example's image path (or ``None``), ``image_processor``
+    turns a batch of images into the model's pixel inputs, and ``token_inputs`` the processor's
+    other per-token inputs (Qwen2-VL's ``mm_token_type_ids``)."""
 
     input_ids: list[list[int]]
     labels: list[Any]
+    images: list[Path | None] | None = None
+    image_processor: Any = None
+    token_inputs: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -76,22 +102,70 @@ def encode_generation(records: Sequence[dict], tokenizer: Any, max_length: int) 
     return Encoded(inputs, labels)
 
 
-def collate(data: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """A right-padded batch of the examples ``indices``."""
-    rows = [data.input_ids[i] for i in indices]
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+def encode_image_generation(records: Sequence[dict], processor: Any,
+                            max_length: int) -> Encoded:
+    """Generation examples with images for a vision-language model's ``processor``.
+
+    The prompt is ``image_prompt(processor, prompt)`` (the image placeholder in front), run
+    through the processor with its image so that the placeholder is expanded to one token per
+    image feature; the answer (``" " + answer``, then the end token) is tokenised apart and
+    appended. Labels are ``IGNORE`` on the prompt and image tokens.
+    """
+    tokenizer = processor.tokenizer
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise InputError("generation needs a tokenizer with an end-of-sequence token")
+    keys = [k for k in TOKEN_INPUTS if k in getattr(processor, "model_input_names", ())]
+    inputs, labels, images = [], [], []
+    extra: dict[str, list[list[int]]] = {key: [] for key in keys}
+    for r in records:
+        path = r.get("image")
+        if path is None:
+            encoded = {"input_ids": [tokenizer(str(r["prompt"]),
+                                               add_special_tokens=False)["input_ids"]]}
+        else:
+            encoded = processor(images=[open_image(path)],
+                                text=[image_prompt(processor, str(r["prompt"]))])
+        prompt = list(encoded["input_ids"][0])
+        if len(prompt) >= max_length:
+            raise InputError(f"max_length {max_length} leaves no answer token after the "
+                             f"{len(prompt)} prompt and image tokens of {str(r['prompt'])[:40]!r}:"
+                             f" raise --max-length")
+        answer = tokenizer(" " + str(r["answer"]), add_special_tokens=False)["input_ids"] + [eos]
+        inputs.append((prompt + answer)[:max_length])
+        labels.append(([IGNORE] * len(prompt) + answer)[:max_length])
+        images.append(path)
+        for key in keys:
+            values = list(encoded[key][0]) if key in encoded else [0] * len(prompt)
+            extra[key].append((values + [0] * len(answer))[:max_length])
+    return Encoded(inputs, labels, images, processor.image_processor, extra)
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    padded = torch.full((len(rows), max(map(len, rows))), value, dtype=torch.long)
     for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+        padded[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return padded
+
+
+def collate(data: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """A right-padded batch of the examples ``indices`` (with their images' pixel inputs, in
+    example order: LLaVA's ``pixel_values`` (B, 3, H, W); Qwen2-VL's packed patches
+    ``pixel_values`` (sum of patches, C) with ``image_grid_thw`` (B, 3))."""
+    rows = [data.input_ids[i] for i in indices]
+    input_ids = _pad(rows, pad_id)
+    mask = _pad([[1] * len(row) for row in rows], 0)
     batch = {"input_ids": input_ids, "attention_mask": mask}
+    for key, values in data.token_inputs.items():
+        batch[key] = _pad([values[i] for i in indices], 0)
+    paths = [data.images[i] for i in indices if data.images[i] is not None] if data.images else []
+    if paths:
+        pixels = data.image_processor(images=[open_image(p) for p in paths],
+                                      return_tensors="pt")
+        batch.update({k: v for k, v in pixels.items() if isinstance(v, torch.Tensor)})
     labels = [data.labels[i] for i in indices]
     if isinstance(labels[0], list):
-        targets = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-        for i, row in enumerate(labels):
-            targets[i, : len(row)] = torch.tensor(row)
-        batch["labels"] = targets
+        batch["labels"] = _pad(labels, IGNORE)
     else:
         batch["labels"] = torch.tensor(labels)
     return batch

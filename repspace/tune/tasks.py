@@ -4,7 +4,8 @@
 cross-entropy loss; accuracy. ``generation``: the model's own language-model head; cross-entropy
 on answer tokens (mean per example, then over examples); exact match = every answer token
 (and the end token) is the argmax under teacher forcing, which is exactly when greedy decoding
-reproduces the answer.
+reproduces the answer. With images the model also gets the batch's pixel inputs; image and
+prompt tokens carry no loss.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class Generator(nn.Module):
         self.model = model
 
     def per_example(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example mean cross-entropy over answer tokens, and exact match."""
+        """Per-example mean cross-entropy over answer tokens, and exact match. Every input of
+        ``batch`` but the labels goes to the model (pixel values, image grids, ...)."""
         input_ids, labels = batch["input_ids"], batch["labels"]
-        output = self.model(input_ids=input_ids, attention_mask=batch["attention_mask"])
+        output = self.model(**{k: v for k, v in batch.items() if k != "labels"})
         logits = getattr(output, "logits", None)
         if logits is None:
             raise InputError("generation needs a model with a language-model head "

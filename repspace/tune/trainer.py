@@ -28,11 +28,14 @@ from transformers import get_cosine_schedule_with_warmup
 from repspace.capture.run import resolve_device
 from repspace.errors import FormatError, InputError
 from repspace.models import LoadedModel, load_model, save_tuned_checkpoint
+from repspace.models.checkpoint import save_atomic
 from repspace.tune.data import (
     Encoded,
     collate,
     encode_classification,
     encode_generation,
+    encode_image_generation,
+    has_images,
     read_jsonl,
 )
 from repspace.tune.distributed import World, init_world
@@ -159,9 +162,7 @@ def _save_state(setup: _Setup, stage: int, epoch: int, step: int, model: nn.Modu
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "rng": torch.get_rng_state(), "history": history,
     }
-    tmp = setup.state_path.with_name(setup.state_path.name + ".partial")
-    torch.save(state, tmp)
-    tmp.replace(setup.state_path)
+    save_atomic(state, setup.state_path)
 
 
 def _load_state(path: Path) -> dict[str, Any] | None:
@@ -265,7 +266,37 @@ def _save(built: Built, model: nn.Module, base: LoadedModel, out: Path, method: 
 
 
 def _label_names(records: list[dict]) -> list[str]:
-    return sorted({str(r["label"]) for r in records})
+    names = sorted({str(r["label"]) for r in records})
+    if len(names) < 2:
+        raise InputError(f"classification needs at least 2 labels in the training data; it has "
+                         f"only {names[0]!r}")
+    return names
+
+
+def _encoder(task: str, base: LoadedModel, records: list[dict], max_length: int,
+             labels: list[str]) -> Any:
+    """The function that encodes a task's records for ``base`` (its processor when the data
+    have images)."""
+    if task == "classification":
+        if has_images(records):
+            raise InputError("classification data with images is not supported: use --task "
+                             "generation (prompt, answer, image)")
+        return lambda rows: encode_classification(rows, base.tokenizer, max_length, labels)
+    processor = getattr(base, "processor", None)
+    if has_images(records):
+        if processor is None or getattr(processor, "image_processor", None) is None:
+            raise InputError(f"the data have images but {base.source} has no image processor: "
+                             "images need a vision-language model (LLaVA, Qwen2-VL, ...)")
+        return lambda rows: encode_image_generation(rows, processor, max_length)
+    return lambda rows: encode_generation(rows, base.tokenizer, max_length)
+
+
+def _copy_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` into the parameters of ``model`` of the same names."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
 
 
 def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
@@ -286,7 +317,8 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         ``connector``, ``pt-peft``).
     task:
         ``classification`` (JSONL ``text``, ``label``; accuracy) or ``generation`` (JSONL
-        ``prompt``, ``answer``; loss on answer tokens; exact match).
+        ``prompt``, ``answer``; loss on answer tokens; exact match). For a vision-language
+        model, generation lines may name an ``image`` (relative to the JSONL file).
     lr:
         Learning rate of the method's parameters (default: the method's). The classification
         head uses ``head_lr``. For ``pt-peft``, ``lr`` is stage 2's and ``stage1_lr`` stage 1's.
@@ -299,7 +331,9 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     resume:
         Continue from the state saved next to ``out`` by an interrupted run.
     options, option_values:
-        Method options (:class:`~repspace.tune.methods.MethodOptions`), e.g. ``lora_r=16``.
+        Method options (:class:`~repspace.tune.methods.MethodOptions`), e.g. ``lora_r=16``, or
+        ``include=["connector", "vision"]`` to tune those parts of a vision-language model
+        too (methods apply to its language model only by default).
 
     On CPU with a fixed seed a run is reproducible bit for bit. Returns a :class:`TuneResult`.
     """
@@ -326,13 +360,9 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     eval_records = read_jsonl(eval_data, task) if eval_data is not None else None
     tokenizer = base.tokenizer
     labels = _label_names(records) if task == "classification" else []
-    if task == "classification":
-        train_set = encode_classification(records, tokenizer, max_length, labels)
-        eval_set = (encode_classification(eval_records, tokenizer, max_length, labels)
-                    if eval_records else None)
-    else:
-        train_set = encode_generation(records, tokenizer, max_length)
-        eval_set = encode_generation(eval_records, tokenizer, max_length) if eval_records else None
+    encode = _encoder(task, base, records + (eval_records or []), max_length, labels)
+    train_set = encode(records)
+    eval_set = encode(eval_records) if eval_records else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     setup = _Setup(task, train_set, eval_set, pad_id, batch_size, grad_accum, seed, dev, world,
                    warmup_ratio, weight_decay, max_grad_norm, head_lr, save_every,
@@ -371,9 +401,12 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
                 _save(built, model, base, out.with_name(out.stem + ".stage1.pt"), "prefix",
                       options, {**training(stage1_epochs, stage1_lr), "stage": 1}, task, labels)
         prefix = peft.get_peft_model_state_dict(built.peft_model)
+        included = {k: v for part in built.parts() if part.kind == "weights"
+                    for k, v in part.state.items()}
         head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
         built, model = build(pt_peft_stage2)
         peft.set_peft_model_state_dict(built.peft_model, prefix)
+        _copy_weights(built.peft_model.get_base_model(), included)
         model.load_state_dict(head, strict=False)
         train_stage(model, setup, stage=2, epochs=epochs,
                     lr=lr or METHODS[options.second].lr,
