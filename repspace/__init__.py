@@ -7,6 +7,7 @@ The public API::
     repspace.capture(base, out="base.h5")                 # per-layer features into HDF5
     result = repspace.compare("base.pt", ["tuned.pt"])   # CKA, ranks, Procrustes, k-NN
     print(result.table()); result.save_figures("figures/")
+    report = repspace.weight_report("base.pt", ["tuned.pt"])  # dW spectra, intruders (no data)
 """
 
 from repspace import metrics
@@ -17,7 +18,10 @@ from repspace.models import LoadedModel, export_checkpoint, load_model, save_tun
 from repspace.probes import Probe, load_probe
 from repspace.results import CompareResult
 from repspace.store import FeatureStore, StoreWriter
+from repspace.streaming import StreamResult, stream_metrics
 from repspace.version import __version__
+from repspace.weight_results import WeightReport
+from repspace.weightspace import weight_report
 
 __all__ = [
     "CompareResult",
@@ -29,6 +33,8 @@ __all__ = [
     "Probe",
     "RepspaceError",
     "StoreWriter",
+    "StreamResult",
+    "WeightReport",
     "__version__",
     "capture",
     "compare",
@@ -38,4 +44,6 @@ __all__ = [
     "metrics",
     "resolve_layers",
     "save_tuned_checkpoint",
+    "stream_metrics",
+    "weight_report",
 ]

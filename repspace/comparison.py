@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from repspace.models import LoadedModel, load_model
 from repspace.probes import Probe, load_probe
 from repspace.results import CompareResult, ModelInfo
 from repspace.store import FeatureStore, check_aligned
+from repspace.weightspace import weight_report
 
 
 def default_cache_dir() -> Path:
@@ -34,11 +36,14 @@ def store_path(cache_dir: Path, model: LoadedModel, probe: Probe, settings: dict
 
 def cached_capture(model: LoadedModel, probe: Probe, *, cache_dir: Path, layers: list[str],
                    pooling: str, tokens: bool, max_length: int, batch_size: int, device: str,
-                   progress: bool) -> Path:
+                   progress: bool, modality: str = "split",
+                   vision_tokens: str = "patches") -> Path:
     """Capture ``model`` unless a complete store with the same key is cached (an interrupted
-    one is resumed)."""
+    one is resumed). ``modality`` and ``vision_tokens`` apply to image+text probes."""
+    image_text = ({"modality": modality, "vision_tokens": vision_tokens}
+                  if probe.images is not None else None)
     path = store_path(cache_dir, model, probe,
-                      capture_settings(layers, pooling, tokens, max_length))
+                      capture_settings(layers, pooling, tokens, max_length, image_text))
     if path.exists():
         try:
             with FeatureStore(path):
@@ -47,10 +52,12 @@ def cached_capture(model: LoadedModel, probe: Probe, *, cache_dir: Path, layers:
             pass
     return capture(model, probe, out=path, layers=layers, pooling=pooling, tokens=tokens,
                    batch_size=batch_size, max_length=max_length, device=device,
-                   resume=path.exists(), progress=progress)
+                   resume=True, progress=progress, modality=modality,
+                   vision_tokens=vision_tokens)
 
 
-def _names(sources: Sequence[str | Path | LoadedModel]) -> list[str]:
+def model_names(sources: Sequence[str | Path | LoadedModel]) -> list[str]:
+    """Display names of models: their file stems, made unique (never ``base``)."""
     names: list[str] = []
     for source in sources:
         text = source.source if isinstance(source, LoadedModel) else str(source)
@@ -70,6 +77,15 @@ def space_metrics(pooled: np.ndarray,
             "rank_ratio": metrics.rank_ratio(token_matrices) if token_matrices else None}
 
 
+@contextmanager
+def _naming(what: str, layer: str) -> Iterator[None]:
+    """Say which model and layer a metric's input error (NaN, constant features) is about."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(f"{what}, layer {layer}: {exc}") from exc
+
+
 def pair_metrics(base: np.ndarray, tuned: np.ndarray, *, k: int) -> dict[str, float | None]:
     """Numbers between two spaces of the same samples: CKA (biased, debiased), Procrustes
     distance and mutual k-NN overlap."""
@@ -87,15 +103,25 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
             pooling: str = "mean", tokens: bool = True, k: int = 10, limit: int | None = None,
             batch_size: int = 32, max_length: int = 128, device: str = "auto",
             cache_dir: str | Path | None = None, out: str | Path | None = None,
-            progress: bool = True) -> CompareResult:
+            weights: bool = True, progress: bool = True, modality: str = "split",
+            vision_tokens: str = "patches") -> CompareResult:
     """Compare each tuned model with ``base``, layer by layer, on one probe set.
 
     Each model is captured once per (model, probe, settings) and the store is cached under
     ``cache_dir``. Per layer and tuned model the result holds linear CKA to the base (biased
     and debiased), effective rank (base and tuned), the PT-PEFT rank ratio (with ``tokens``),
     orthogonal Procrustes distance and mutual k-NN overlap; plus last-layer spectra and
-    layer x layer CKA matrices. With ``out``, writes ``metrics.json``, ``metrics.csv`` and the
-    figures (PNG + PDF) there.
+    layer x layer CKA matrices. With ``weights``, the tuned checkpoints (models applied onto
+    ``base``: tuned ``.pt`` files, PEFT folders) also get the weight-space analysis of
+    :func:`repspace.weightspace.weight_report` in ``result.weights``. With ``out``, writes
+    ``metrics.json``, ``metrics.csv`` and the figures (PNG + PDF) there, plus ``weights.json``,
+    ``weights.csv`` and the weight figures when there is a weight section.
+
+    With an image+text probe (vision-language models; see :mod:`repspace.capture.multimodal`),
+    ``modality="split"`` gives every language-model layer three rows: all tokens (modality
+    ``all``), image tokens (``LAYER@image``) and text tokens (``LAYER@text``); vision-tower and
+    connector layers have modality ``image``. Every record carries its ``modality``
+    (``text`` for text probes), and tables and figures are also drawn per modality.
 
     Examples
     --------
@@ -104,19 +130,27 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     """
     if not tuned:
         raise InputError("give at least one model to compare with the base")
-    base_model = base if isinstance(base, LoadedModel) else load_model(base)
-    models = [t if isinstance(t, LoadedModel) else load_model(t, base=base_model) for t in tuned]
     probe = data if isinstance(data, Probe) else load_probe(data, limit=limit)
     if len(probe) < 4:
         raise InputError(f"comparisons need at least 4 samples; the probe has {len(probe)}")
+    if k < 1:
+        raise InputError(f"k (neighbours for mutual k-NN) must be at least 1, got {k}")
+    if k >= len(probe):
+        raise InputError(f"mutual k-NN with k = {k} needs at least {k + 1} samples; the probe "
+                         f"has {len(probe)}: lower --k or use more samples")
+    base_model = base if isinstance(base, LoadedModel) else load_model(base)
+    models = [t if isinstance(t, LoadedModel) else load_model(t, base=base_model) for t in tuned]
     names = resolve_layers(base_model.backbone, layers)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     options = {"cache_dir": cache, "layers": names, "pooling": pooling, "tokens": tokens,
                "max_length": max_length, "batch_size": batch_size, "device": device,
-               "progress": progress}
+               "progress": progress, "modality": modality, "vision_tokens": vision_tokens}
     base_store = FeatureStore(cached_capture(base_model, probe, **options))
     stores = [FeatureStore(cached_capture(m, probe, **options)) for m in models]
-    labels = _names(tuned)
+    labels = model_names(tuned)
+    names = base_store.layers
+    modalities = {layer: str(base_store.layer_attrs(layer).get("modality", "text"))
+                  for layer in names}
     result = CompareResult(
         base=ModelInfo("base", base_model.source, base_model.fingerprint),
         models=[ModelInfo(label, m.source, m.fingerprint, m.method)
@@ -136,19 +170,23 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
             return space_metrics(pooled, store.tokens(layer) if with_tokens else None)
 
         base_pooled = {layer: base_store.pooled(layer) for layer in names}
-        base_space = {layer: space(base_store, layer, base_pooled[layer]) for layer in names}
+        base_space = {}
+        for layer in names:
+            with _naming("the base", layer):
+                base_space[layer] = space(base_store, layer, base_pooled[layer])
         result.spectra["base"] = metrics.singular_values(base_pooled[names[-1]]).tolist()
         with tqdm(total=len(stores) * len(names), desc="metrics", unit="layer",
                   disable=not progress) as bar:
             for label, store in zip(labels, stores, strict=True):
                 tuned_pooled = [store.pooled(layer) for layer in names]
                 for layer, pooled in zip(names, tuned_pooled, strict=True):
-                    result.records.append({
-                        "model": label, "layer": layer,
-                        **pair_metrics(base_pooled[layer], pooled, k=k),
-                        "effective_rank_base": base_space[layer]["effective_rank"],
-                        "rank_ratio_base": base_space[layer]["rank_ratio"],
-                        **space(store, layer, pooled)})
+                    with _naming(f"{label} (Y) against the base (X)", layer):
+                        result.records.append({
+                            "model": label, "layer": layer, "modality": modalities[layer],
+                            **pair_metrics(base_pooled[layer], pooled, k=k),
+                            "effective_rank_base": base_space[layer]["effective_rank"],
+                            "rank_ratio_base": base_space[layer]["rank_ratio"],
+                            **space(store, layer, pooled)})
                     bar.update()
                 result.spectra[label] = metrics.singular_values(tuned_pooled[-1]).tolist()
                 result.cka_matrices[label] = metrics.cka_matrix(
@@ -156,14 +194,24 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     finally:
         for store in [base_store, *stores]:
             store.close()
+    checkpoints = [(label, m) for label, m in zip(labels, models, strict=True)
+                   if m.kind == "tuned" and m.base_fingerprint == base_model.fingerprint]
+    if weights and checkpoints:
+        result.weights = weight_report(base_model, [m for _, m in checkpoints],
+                                       names=[label for label, _ in checkpoints],
+                                       progress=progress)
     if out is not None:
         write_outputs(result, Path(out))
     return result
 
 
 def write_outputs(result: CompareResult, out: Path) -> list[Path]:
-    """``metrics.json``, ``metrics.csv`` and every figure (PNG + PDF) in ``out``."""
+    """``metrics.json``, ``metrics.csv`` and every figure (PNG + PDF) in ``out``; with a
+    weight section also ``weights.json``, ``weights.csv`` and its figures."""
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "metrics.json")
     result.to_csv(out / "metrics.csv")
-    return [out / "metrics.json", out / "metrics.csv", *result.save_figures(out)]
+    paths = [out / "metrics.json", out / "metrics.csv", *result.save_figures(out)]
+    if result.weights is not None:
+        paths += result.weights.save(out)
+    return paths

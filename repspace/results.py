@@ -6,11 +6,15 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repspace.errors import FormatError
+
+if TYPE_CHECKING:
+    from repspace.weight_results import WeightReport
 
 #: Per-layer columns of a comparison, with what each holds.
 COLUMNS: dict[str, str] = {
@@ -39,11 +43,15 @@ class ModelInfo:
 class CompareResult:
     """Per-layer metrics of tuned models against their base on one probe set.
 
-    ``records`` has one dict per (model, layer) with the keys ``model``, ``layer`` and the
-    :data:`COLUMNS`; ``spectra`` maps model name (and ``base``) to the singular values of its
-    last-layer features; ``cka_matrices`` maps model name to the layer x layer linear CKA matrix
+    ``records`` has one dict per (model, layer) with the keys ``model``, ``layer``,
+    ``modality`` (``text`` for a text probe; ``all``, ``image`` or ``text`` for the layers of an
+    image+text probe, see :mod:`repspace.capture.multimodal`) and the :data:`COLUMNS`;
+    ``spectra`` maps model name (and ``base``) to the singular values of its last-layer
+    features; ``cka_matrices`` maps model name to the layer x layer linear CKA matrix
     (rows: base layers, columns: the model's layers); ``stores`` maps model name (and
-    ``base``) to the feature store the numbers were computed from.
+    ``base``) to the feature store the numbers were computed from; ``weights`` is the
+    weight-space analysis of the tuned checkpoints (:class:`~repspace.weight_results.WeightReport`)
+    or ``None``.
     """
 
     base: ModelInfo
@@ -54,6 +62,7 @@ class CompareResult:
     cka_matrices: dict[str, list[list[float]]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     stores: dict[str, str] = field(default_factory=dict)
+    weights: WeightReport | None = None
 
     def column(self, model: str, key: str) -> list[float]:
         """One metric across layers for one model, in layer order."""
@@ -62,40 +71,58 @@ class CompareResult:
             raise KeyError(f"no model named {model!r}; models: {[m.name for m in self.models]}")
         return [by_layer[layer] for layer in self.layers]
 
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities of the records, in layer order (``["text"]`` for a text probe)."""
+        return list(dict.fromkeys(r.get("modality", "text") for r in self.records))
+
+    def for_modality(self, modality: str) -> CompareResult:
+        """The part of this result on the layers of one ``modality`` (records, layers and
+        layer x layer CKA matrices; spectra and settings as they are)."""
+        if modality not in self.modalities:
+            raise KeyError(f"no records of modality {modality!r}; modalities: "
+                           f"{', '.join(self.modalities)}")
+        records = [r for r in self.records if r.get("modality", "text") == modality]
+        keep = {r["layer"] for r in records}
+        index = [i for i, layer in enumerate(self.layers) if layer in keep]
+        return CompareResult(
+            base=self.base, models=self.models, layers=[self.layers[i] for i in index],
+            records=records, spectra=self.spectra,
+            cka_matrices={name: [[matrix[i][j] for j in index] for i in index]
+                          for name, matrix in self.cka_matrices.items()},
+            settings={**self.settings, "modality": modality}, stores=self.stores)
+
     def table(self, columns: list[str] | None = None) -> str:
-        """A readable fixed-width table of the records."""
+        """A readable fixed-width table of the records (with a ``modality`` column when the
+        records have more than one modality)."""
         columns = columns or [c for c in COLUMNS if any(r.get(c) is not None
                                                           for r in self.records)]
-        header = ["model", "layer", *columns]
-        rows = [[r["model"], r["layer"], *(_fmt(r.get(c)) for c in columns)]
+        text = ["model", "layer", *(["modality"] if len(self.modalities) > 1 else [])]
+        rows = [[*(r.get(c, "text") for c in text), *(fmt(r.get(c)) for c in columns)]
                 for r in self.records]
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-        lines = ["  ".join(str(x).rjust(w) if i > 1 else str(x).ljust(w)
-                           for i, (x, w) in enumerate(zip(row, widths, strict=True)))
-                 for row in [header, *rows]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return fixed_width([*text, *columns], rows, text_columns=len(text))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "repspace-compare", "version": 1, **asdict(self),
-                "columns": COLUMNS}
+        data = {"kind": "repspace-compare", "version": 1, **asdict(self), "columns": COLUMNS}
+        data["weights"] = self.weights.to_dict() if self.weights is not None else None
+        return data
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The whole result as JSON (NaN written as null); also written to ``path`` if given."""
         text = json.dumps(finite_json(self.to_dict()), indent=2)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            write_text_atomic(path, text + "\n")
         return text
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The per-layer records as CSV; also written to ``path`` if given."""
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["model", "layer", *COLUMNS],
+        writer = csv.DictWriter(buffer, fieldnames=["model", "layer", "modality", *COLUMNS],
                                 extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.records)
         if path is not None:
-            Path(path).write_text(buffer.getvalue(), encoding="utf-8")
+            write_text_atomic(path, buffer.getvalue())
         return buffer.getvalue()
 
     @classmethod
@@ -107,11 +134,15 @@ class CompareResult:
             raise FormatError(f"{path} is not a readable comparison result") from exc
         if data.get("kind") != "repspace-compare":
             raise FormatError(f"{path} is not a repspace comparison result")
+        from repspace.weight_results import WeightReport
+
+        weights = data.get("weights")
         return cls(base=ModelInfo(**data["base"]),
                    models=[ModelInfo(**m) for m in data["models"]], layers=data["layers"],
                    records=data["records"], spectra=data["spectra"],
                    cka_matrices=data["cka_matrices"], settings=data["settings"],
-                   stores=data.get("stores", {}))
+                   stores=data.get("stores", {}),
+                   weights=WeightReport.from_dict(weights, path) if weights else None)
 
     def plot_cka(self, ax: Any = None) -> Any:
         """Linear CKA to the base by layer, one line per tuned model."""
@@ -144,12 +175,36 @@ class CompareResult:
         return save_compare_figures(self, Path(out_dir))
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A table cell: ``-`` for a missing value, floats with 4 decimals."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
     return str(value)
+
+
+def fixed_width(header: list[str], rows: list[list[Any]], *, text_columns: int = 1) -> str:
+    """A plain-text table: the first ``text_columns`` columns left-aligned, the rest right."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) if i < text_columns else str(x).rjust(w)
+                       for i, (x, w) in enumerate(zip(row, widths, strict=True)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file, so a killed write never leaves a
+    partial file under the final name."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def finite_json(value: Any) -> Any:

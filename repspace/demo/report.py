@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from repspace.plots.demo import save_demo_figures
+from repspace.plots.weights import save_weight_figures
 
 COLUMNS = [
     ("method", "Method"),
@@ -24,6 +25,19 @@ COLUMNS = [
     ("trainable", "Trainable params (%)"),
 ]
 
+WEIGHT_COLUMNS = [
+    ("method", "Method"),
+    ("matrices", "Matrices changed"),
+    ("vectors", "Vectors changed"),
+    ("added_params", "Added params"),
+    ("rel_frobenius_mean", "Mean rel. ‖dW‖_F"),
+    ("numerical_rank_median", "Median rank of dW"),
+    ("effective_rank_mean", "Mean eff. rank of dW"),
+    ("intruders", "Intruder dims"),
+    ("intruder_share_mean", "Intruder energy share"),
+    ("angle_max_deg", "Max principal angle (°)"),
+]
+
 FIGURES = {
     "cka_by_layer": "Linear CKA to the base by layer on the general probe (mean over seeds, "
                     "band = 1 std).",
@@ -31,6 +45,12 @@ FIGURES = {
     "spectra_last_layer": "Singular value spectra of last-layer probe features (seed 0).",
     "tradeoff": "Task accuracy against CKA to the base at the last layer: the trade-off.",
     "umap_last_layer": "UMAP of base (grey) and tuned last-layer probe features (seed 0).",
+    "weights_dw_heatmap": "Relative change ‖dW‖_F / ‖W‖_F of each weight matrix by layer "
+                          "(seed 0; LoRA merged into W; blank = unchanged).",
+    "weights_dw_spectra": "Singular values of dW per changed matrix (solid) and of added "
+                          "adapter / prefix tensors (dashed), normalised by the largest (seed 0).",
+    "weights_intruders": "Intruder dimensions per layer (Shuttleworth et al. 2024: top-10 "
+                         "singular vectors of W_tuned with |cos| < 0.5 to all of W_base's).",
 }
 
 
@@ -53,6 +73,33 @@ def table_rows(result: Any) -> list[list[str]]:
             _pm(row, "effective_rank_last", 1), _pm(row, "retrieval"),
             f"{row['trainable_params']:,} ({row['trainable_percent']:.2f}%)"])
     return rows
+
+
+def weight_rows(result: Any) -> list[list[str]]:
+    """The weight-space table as strings, one row per method (``-`` where undefined)."""
+    def cell(row: dict[str, Any], key: str) -> str:
+        value = row.get(key)
+        if value is None:
+            return "-"
+        if isinstance(value, int) and key != "intruders":
+            return f"{value:,}"
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    return [[cell(row, key) for key, _ in WEIGHT_COLUMNS] for row in result.weights]
+
+
+def _weight_text(result: Any) -> str:
+    rows = {r["method"]: r for r in result.weights}
+    if not all(m in rows for m in ("full", "lora", "adapter", "prefix")):
+        return ""
+    full, lora = rows["full"], rows["lora"]
+    return (f"In weight space (seed 0), full fine-tuning changed {full['matrices']} matrices "
+            f"with a median dW rank of {full.get('numerical_rank_median', 0):.0f} and "
+            f"{full['intruders']} intruder dimensions; LoRA changed {lora['matrices']} with a "
+            f"median rank of {lora.get('numerical_rank_median', 0):.0f} and "
+            f"{lora['intruders']} intruder dimensions; adapters and prefix tuning leave every "
+            f"base weight as it was and add {rows['adapter']['added_params']:,} / "
+            f"{rows['prefix']['added_params']:,} parameters.")
 
 
 def summary_text(result: Any) -> str:
@@ -83,7 +130,7 @@ def summary_text(result: Any) -> str:
                "space kept." if claims["holds"] else
                "These numbers do not fully agree with the claim; expected but not seen: "
                + "; ".join(failed) + ".")
-    return " ".join([*said, verdict])
+    return " ".join([*said, _weight_text(result), verdict]).replace("  ", " ")
 
 
 def _markdown(result: Any, figures: dict[str, list[Path]]) -> str:
@@ -98,6 +145,14 @@ def _markdown(result: Any, figures: dict[str, list[Path]]) -> str:
              "## Results", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    weight_header = [title for _, title in WEIGHT_COLUMNS]
+    lines += ["", "## Weight space", "",
+              "dW = W_tuned - W_base per weight matrix, PEFT tuners merged into W (seed 0; no "
+              "data needed; `weights.json` / `weights.csv` hold every number). Intruder "
+              "dimensions: top-10 singular vectors of W_tuned whose |cos| with every singular "
+              "vector of W_base is below 0.5 (Shuttleworth et al. 2024).", "",
+              "| " + " | ".join(weight_header) + " |", "|" + "---|" * len(weight_header)]
+    lines += ["| " + " | ".join(row) + " |" for row in weight_rows(result)]
     lines += ["", "## What the numbers show", "", summary_text(result), "", "## Figures", ""]
     for name, caption in FIGURES.items():
         png, pdf = (path.as_posix() for path in figures[name])
@@ -109,6 +164,9 @@ def _html(result: Any, figures: dict[str, list[Path]]) -> str:
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in table_rows(result))
+    weight_head = "".join(f"<th>{html.escape(title)}</th>" for _, title in WEIGHT_COLUMNS)
+    weight_body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+                          + "</tr>" for row in weight_rows(result))
     images = "".join(
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
         f'{base64.b64encode(figures[name][0].read_bytes()).decode()}"/>'
@@ -121,13 +179,18 @@ def _html(result: Any, figures: dict[str, list[Path]]) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>repspace demo</title>"
             f"<style>{style}</style></head><body><h1>repspace demo: how tuning methods bend "
             f"the pretrained space</h1><h2>Results</h2><table><tr>{head}</tr>{body}</table>"
+            f"<h2>Weight space</h2><p>dW = W_tuned - W_base per weight matrix, PEFT tuners "
+            f"merged (seed 0); intruder dimensions after Shuttleworth et al. 2024.</p>"
+            f"<table><tr>{weight_head}</tr>{weight_body}</table>"
             f"<h2>What the numbers show</h2><p>{html.escape(summary_text(result))}</p>"
             f"<h2>Figures</h2>{images}</body></html>")
 
 
-def write_report(result: Any, out: Path) -> list[Path]:
-    """Write ``report.md``, ``report.html`` and the figures into ``out``."""
-    figures = save_demo_figures(result, out / "figures")
+def write_report(result: Any, out: Path, weights: Any) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and the figures (those of the
+    :class:`~repspace.weight_results.WeightReport` ``weights`` too) into ``out``."""
+    figures = {**save_demo_figures(result, out / "figures"),
+               **save_weight_figures(weights, out / "figures")}
     relative = {k: [p.relative_to(out) for p in v] for k, v in figures.items()}
     (out / "report.md").write_text(_markdown(result, relative), encoding="utf-8")
     (out / "report.html").write_text(_html(result, figures), encoding="utf-8")

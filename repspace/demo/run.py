@@ -4,6 +4,8 @@ metrics and statistics, and hand them to the report.
 
 Everything is cached under ``OUT/cache`` (checkpoints by training settings, feature stores by
 model and probe fingerprints), so a second run with the same settings only recomputes numbers.
+The weight-space analysis (:func:`repspace.weightspace.weight_report`) of the seed-0 checkpoints
+is written to ``OUT/weights.json`` and ``OUT/weights.csv``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from repspace.results import finite_json
 from repspace.store import FeatureStore
 from repspace.tune import tune
 from repspace.tune.data import read_jsonl
+from repspace.weight_results import WeightReport
+from repspace.weightspace import weight_report
+
+#: Matrices with a longer side (the 30,522 x 384 vocabulary embedding of full fine-tuning) get
+#: only their norms in the demo: their SVDs would cost more than all other matrices together.
+WEIGHT_MAX_DIM = 4096
 
 
 @dataclass
@@ -44,6 +52,7 @@ class DemoResult:
     claims: dict[str, Any]
     spectra: dict[str, list[float]] = field(default_factory=dict)
     umap: dict[str, Any] = field(default_factory=dict)
+    weights: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "repspace-demo", "version": 1, **asdict(self)}
@@ -146,9 +155,23 @@ def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None
                 device=device, progress=False)
         captured[label, seed] = stores
     result = _analyse(settings, base, layers, checkpoints, captured, jobs)
+    weights = weight_report(base, [checkpoints[arm.label, 0] for arm in ARMS],
+                            names=[arm.label for arm in ARMS], max_dim=WEIGHT_MAX_DIM,
+                            progress=progress)
+    weights.to_json(out / "weights.json")
+    weights.to_csv(out / "weights.csv")
+    result.weights = weight_summary(weights)
     (out / "results.json").write_text(json.dumps(finite_json(result.to_dict()), indent=2) + "\n")
-    write_report(result, out)
+    write_report(result, out, weights)
     return result
+
+
+def weight_summary(report: WeightReport) -> list[dict[str, Any]]:
+    """The per-method weight summary for ``results.json``: undefined entries (a mean over no
+    changed matrix) are left out rather than written as null."""
+    return [{"method": row["model"], **{k: v for k, v in row.items()
+                                        if k not in ("model", "method") and v is not None}}
+            for row in report.summary()]
 
 
 def _analyse(settings: DemoSettings, base: LoadedModel, layers: list[str],

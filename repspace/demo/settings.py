@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from repspace.errors import InputError
 from repspace.probes import DATA_DIR
 
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -66,6 +67,9 @@ class DemoSettings:
                    paraphrase_limit=150, bootstrap=100, umap_points=150)
 
     def with_seeds(self, seeds: int | None) -> DemoSettings:
+        """These settings with ``seeds`` seeds per method (``None``: unchanged; at least 1)."""
+        if seeds is not None and seeds < 1:
+            raise InputError(f"the demo needs at least 1 seed per method, got {seeds}")
         return self if seeds is None else replace(self, seeds=seeds)
 
     def to_dict(self) -> dict:

@@ -1,0 +1,204 @@
+"""Weight-space analysis of tuned models against their base: no data, no forward pass.
+
+Each tuned model is loaded onto its base, PEFT tuners (LoRA, DoRA, IA3, ...) are merged into the
+weights by PEFT's own ``merge`` of every tuner layer, and every parameter is compared with the
+base's parameter of the same canonical name: matrices get the full analysis of
+:func:`repspace.metrics.weight_change`, other tensors (biases, LayerNorm) their norms, and
+tensors the base lacks (bottleneck adapters, prefix/prompt embeddings) their size and spectrum.
+The classification head of a tuned checkpoint is not part of the model and is not reported.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import peft
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from tqdm import tqdm
+
+from repspace import metrics
+from repspace.errors import InputError, MismatchError
+from repspace.models import LoadedModel, load_model
+from repspace.models.structure import block_stack
+from repspace.results import ModelInfo
+from repspace.weight_results import WeightReport
+
+#: Name under which the virtual-token embeddings of prefix / prompt tuning are reported.
+PROMPT_EMBEDDINGS = "prompt_embeddings"
+
+
+def merged_parameters(model: LoadedModel) -> tuple[dict[str, torch.Tensor],
+                                                   dict[str, torch.Tensor]]:
+    """The parameters ``model`` runs with, by canonical (base) name, PEFT tuners merged in.
+
+    Works on a copy (``model`` is untouched); the tensors are returned on the CPU. Every PEFT
+    tuner layer is merged with PEFT's ``merge(safe_merge=True)`` and replaced by its base
+    layer, so its weight carries the merged update under the base's name (the same as
+    ``merge_and_unload``, also for tuners injected under a prefix wrapper, which
+    ``merge_and_unload`` cannot reach).
+
+    Returns
+    -------
+    (dict, dict)
+        The merged parameters of the backbone, and the prompt-learning embeddings of a PEFT
+        prefix / prompt wrapper (``{"prompt_embeddings": (virtual tokens, width)}``, as PEFT
+        saves them, i.e. after a prefix projection), empty otherwise.
+    """
+    module = copy.deepcopy(model.model)
+    extra: dict[str, torch.Tensor] = {}
+    if isinstance(module, peft.PeftModel):
+        adapter = module.active_adapter
+        if module.peft_config[adapter].is_prompt_learning:
+            extra[PROMPT_EMBEDDINGS] = module.get_prompt_embedding_to_save(adapter).detach().cpu()
+        module = module.get_base_model()
+    tuners = [(n, m) for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
+    with torch.no_grad():
+        for name, layer in tuners:
+            layer.merge(safe_merge=True)
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent), child, layer.get_base_layer())
+    return {n: p.detach().cpu() for n, p in module.named_parameters()}, extra
+
+
+def _blocks(model: LoadedModel) -> tuple[str | None, list[str]]:
+    """The block stack's path and its blocks' paths (none if the model has no stack)."""
+    try:
+        stack = block_stack(model.backbone)
+    except InputError:
+        return None, []
+    return stack, [f"{stack}.{i}" for i in range(len(model.backbone.get_submodule(stack)))]
+
+
+def _locate(name: str, stack: str | None) -> tuple[str | None, str]:
+    """(block path or None, path inside the block without ``.weight``) of a parameter name."""
+    if stack is not None and name.startswith(stack + "."):
+        index, _, rest = name[len(stack) + 1:].partition(".")
+        if index.isdigit():
+            return f"{stack}.{index}", rest.removesuffix(".weight")
+    return None, name.removesuffix(".weight")
+
+
+def _eps(tensor: torch.Tensor) -> float | None:
+    return torch.finfo(tensor.dtype).eps if tensor.is_floating_point() else None
+
+
+def _record(model: str, name: str, kind: str, tensor: torch.Tensor, base: torch.Tensor | None,
+            stack: str | None, options: dict[str, Any], max_dim: int | None) -> dict[str, Any]:
+    """The record of one changed or added tensor (``options``: k, epsilon, top, energy)."""
+    layer, matrix = _locate(name, stack)
+    record: dict[str, Any] = {"model": model, "name": name, "layer": layer, "matrix": matrix,
+                              "kind": kind, "shape": "x".join(map(str, tensor.shape)),
+                              "params": tensor.numel()}
+    tuned = tensor.detach().to("cpu", torch.float64).numpy()
+    if kind == "added":
+        record.update(metrics.tensor_spectrum(tuned, energy=options["energy"],
+                                              eps=_eps(tensor)))
+        return record
+    reference = base.detach().to("cpu", torch.float64).numpy()
+    if kind == "matrix" and (max_dim is None or max(tensor.shape) <= max_dim):
+        record.update(metrics.weight_change(reference, tuned, eps=_eps(tensor), **options))
+    else:
+        record.update(metrics.delta_norms(reference.ravel(), tuned.ravel()))
+    return record
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    return {2: "matrix", 1: "vector"}.get(tensor.dim(), "tensor")
+
+
+def _changes(label: str, model: LoadedModel, base: dict[str, torch.Tensor], stack: str | None,
+             options: dict[str, Any], max_dim: int | None,
+             progress: bool) -> list[dict[str, Any]]:
+    """Records of every tensor of ``model`` that differs from ``base`` or that ``base`` lacks."""
+    params, extra = merged_parameters(model)
+    missing = [n for n in base if n not in params]
+    wrong = [n for n in base if n in params and params[n].shape != base[n].shape]
+    if missing or wrong:
+        example = (missing or wrong)[0]
+        raise MismatchError(f"{model.source} is not a version of the base "
+                            f"({len(missing)} base parameters missing, {len(wrong)} of another "
+                            f"shape, e.g. {example}): pass the base it was tuned from")
+    added = {**{n: p for n, p in params.items() if n not in base}, **extra}
+    jobs = [(n, _kind(p), p, base[n]) for n, p in params.items()
+            if n in base and not torch.equal(p, base[n].to(p.dtype))]
+    jobs += [(n, "added", p, None) for n, p in added.items()]
+    return [_record(label, name, kind, tensor, reference, stack, options, max_dim)
+            for name, kind, tensor, reference in tqdm(jobs, desc=f"weights {label}",
+                                                      unit="tensor", disable=not progress)]
+
+
+def weight_report(base: LoadedModel | str | Path,
+                  tuned: Sequence[LoadedModel | str | Path], *,
+                  names: Sequence[str] | None = None, k: int = 10, epsilon: float = 0.5,
+                  top: int = 10, energy: float = 0.9, max_dim: int | None = None,
+                  out: str | Path | None = None, progress: bool = True) -> WeightReport:
+    """Weight-space changes of each tuned model against ``base``; needs no data.
+
+    For every tensor that tuning changed (LoRA/DoRA/IA3 merged into W, full fine-tuning,
+    BitFit biases) dW = W_tuned - W_base gets: relative Frobenius and spectral norms; for
+    matrices also the singular value spectrum, numerical rank, effective rank and the rank
+    holding ``energy`` of the spectral energy, intruder dimensions (top-``k`` singular vectors
+    of W_tuned with max |cos| < ``epsilon`` against all of W_base's; Shuttleworth et al. 2024)
+    and principal angles between the top-``top`` singular subspaces. Tensors the base lacks
+    (adapters, prefix / prompt embeddings) are reported by size, norm and spectrum.
+
+    Parameters
+    ----------
+    base:
+        The base model (a loaded model or anything :func:`repspace.load_model` accepts).
+    tuned:
+        Tuned checkpoints / PEFT folders applied onto ``base``, or complete models with the
+        base's parameter names and shapes.
+    names:
+        Display names of the tuned models (default: their file stems).
+    k, epsilon, top, energy:
+        See :func:`repspace.metrics.weight_change` (defaults 10, 0.5, 10, 0.9).
+    max_dim:
+        Matrices with a side longer than this (e.g. a 30k x 384 vocabulary embedding) get only
+        their Frobenius norms, no SVD; ``None`` (default) analyses every matrix.
+    out:
+        If given, write ``weights.json``, ``weights.csv`` and the figures (PNG + PDF) there.
+    progress:
+        Show a progress bar per model.
+
+    Examples
+    --------
+    >>> report = weight_report("base.pt", ["lora.pt", "full.pt"])     # doctest: +SKIP
+    >>> print(report.table())                                         # doctest: +SKIP
+    """
+    from repspace.comparison import model_names
+
+    if not tuned:
+        raise InputError("give at least one tuned model to compare with the base")
+    metrics.check_weight_options(k, epsilon, top, energy)
+    if max_dim is not None and (isinstance(max_dim, bool) or not isinstance(max_dim, int)
+                                or max_dim < 1):
+        raise InputError(f"max_dim must be a positive integer or None, got {max_dim!r}")
+    base_model = base if isinstance(base, LoadedModel) else load_model(base)
+    labels = list(names) if names is not None else model_names(tuned)
+    if len(labels) != len(tuned):
+        raise InputError(f"{len(labels)} names given for {len(tuned)} tuned models")
+    options = {"k": k, "epsilon": epsilon, "top": top, "energy": energy}
+    stack, blocks = _blocks(base_model)
+    base_params = {n: p.detach().cpu() for n, p in base_model.backbone.named_parameters()}
+    records: list[dict[str, Any]] = []
+    infos = []
+    for label, source in zip(labels, tuned, strict=True):
+        model = source if isinstance(source, LoadedModel) else load_model(source, base=base_model)
+        infos.append(ModelInfo(label, model.source, model.fingerprint, model.method))
+        records += _changes(label, model, base_params, stack, options, max_dim, progress)
+    report = WeightReport(
+        base=ModelInfo("base", base_model.source, base_model.fingerprint), models=infos,
+        layers=blocks, records=records,
+        settings={**options, "max_dim": max_dim,
+                  "side": "left (column space of each stored matrix)",
+                  "rank_tolerance": "max(eps * ||W_tuned||_F, max(m, n) * eps * s_1(dW)), eps "
+                                    "of the stored dtype (numpy's matrix_rank convention)",
+                  "intruders": "Shuttleworth et al. 2024, arXiv:2410.21228"})
+    if out is not None:
+        report.save(out)
+    return report
