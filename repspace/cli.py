@@ -10,6 +10,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_capture(args: argparse.Namespace) -> int:
     from repspace.capture import capture
+    from repspace.capture.shard import parse_shard
     from repspace.models import load_model
     from repspace.probes import load_probe
     from repspace.store import FeatureStore
@@ -50,7 +52,11 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     probe = load_probe(args.data, limit=args.limit)
     path = capture(model, probe, out=args.out, layers=args.layers, pooling=args.pooling,
                    tokens=args.tokens, batch_size=args.batch_size, max_length=args.max_length,
-                   device=args.device, resume=args.resume)
+                   device=args.device, resume=args.resume,
+                   shard=parse_shard(args.shard) if args.shard else None,
+                   modality=args.modality, vision_tokens=args.vision_tokens)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports the merged store
+        return 0
     with FeatureStore(path) as store:
         meta = store.meta
         summary = {"store": str(path), "samples": len(store.sample_ids), "layers": store.layers,
@@ -62,15 +68,41 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from repspace.store import FeatureStore, merge_stores
+
+    path = merge_stores(args.shards, args.out)
+    with FeatureStore(path) as store:
+        print(f"wrote {path}: {len(store.sample_ids)} samples x {len(store.layers)} layers "
+              f"from {len(args.shards)} shards")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from repspace.comparison import compare
 
     result = compare(args.base, args.tuned, data=args.data, layers=args.layers,
                      pooling=args.pooling, tokens=not args.no_tokens, k=args.k,
                      limit=args.limit, batch_size=args.batch_size, max_length=args.max_length,
-                     device=args.device, cache_dir=args.cache_dir, out=args.out)
+                     device=args.device, cache_dir=args.cache_dir, out=args.out,
+                     modality=args.modality, vision_tokens=args.vision_tokens,
+                     weights=not args.no_weights)
     print(result.table())
-    print(f"\nwrote {args.out}/metrics.json, metrics.csv and figures (PNG + PDF)")
+    if result.weights is not None:
+        print("\nweight space (tuned checkpoints against the base):\n" + result.weights.table())
+    print(f"\nwrote {args.out}/metrics.json, metrics.csv and figures (PNG + PDF)"
+          + (", weights.json, weights.csv" if result.weights is not None else ""))
+    return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from repspace.weightspace import weight_report
+
+    report = weight_report(args.base, args.tuned, k=args.k, epsilon=args.epsilon, top=args.top,
+                           energy=args.energy, max_dim=args.max_dim, out=args.out)
+    print(report.table(detail=args.detail))
+    if args.out:
+        print(f"\nwrote {args.out}/weights.json, weights.csv and figures (PNG + PDF)")
     return 0
 
 
@@ -83,7 +115,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         adapter_reduction=args.adapter_reduction, prefix_tokens=args.prefix_tokens,
         prefix_projection=args.prefix_projection, prefix_hidden=args.prefix_hidden,
         prompt_tokens=args.prompt_tokens, second=args.second,
-        stage1_epochs=args.stage1_epochs, stage1_lr=args.stage1_lr)
+        stage1_epochs=args.stage1_epochs, stage1_lr=args.stage1_lr,
+        include=args.include.split(",") if args.include else [])
     result = tune(args.base, args.method, task=args.task, data=args.data,
                   eval_data=args.eval, out=args.out, epochs=args.epochs, lr=args.lr,
                   batch_size=args.batch_size, grad_accum=args.grad_accum, seed=args.seed,
@@ -134,13 +167,25 @@ _EXAMPLES = {
   repspace capture lora.pt --base base.pt --data probe.jsonl --out lora.h5 --tokens
   repspace capture base.pt --layers 'embeddings,encoder.layer.*.output' --pooling first \\
       --out cls.h5
-  repspace capture base.pt --out base.h5 --resume            (finish an interrupted capture)""",
+  repspace capture base.pt --out base.h5 --resume            (finish an interrupted capture)
+  torchrun --nproc_per_node 4 -m repspace capture base.pt --out base.h5
+                                         (one shard per process, merged into base.h5 by rank 0)
+  repspace capture base.pt --out part0.h5 --shard 0/2        (shards as separate jobs, then:)
+  repspace merge base.h5 part0.h5 part1.h5
+  repspace capture llava-folder --data data/image_probe.jsonl --layers vision,connector,language \\
+      --tokens --out llava.h5        (image+text probe: per-modality language layers)""",
+    "merge": """examples:
+  repspace capture base.pt --out part0.h5 --shard 0/2
+  repspace capture base.pt --out part1.h5 --shard 1/2
+  repspace merge base.h5 part0.h5 part1.h5    (any order; the store holds the probe's order)""",
     "tune": """examples:
   repspace tune base.pt --method lora --data data/task_train.jsonl --eval data/task_eval.jsonl \\
       --out lora.pt
   repspace tune base.pt --method pt-peft --second adapter --stage1-epochs 2 --data train.jsonl \\
       --out ptpeft.pt
   repspace tune gpt2.pt --task generation --method prefix --data qa.jsonl --out prefix.pt
+  repspace tune llava-folder --task generation --method lora --include connector \\
+      --data data/image_task_train.jsonl --eval data/image_task_eval.jsonl --out vlm-lora.pt
   torchrun --nproc_per_node 2 -m repspace tune base.pt --method lora --data train.jsonl \\
       --out lora.pt                                              (several processes / GPUs)
   repspace tune base.pt --method lora --data train.jsonl --out lora.pt --resume""",
@@ -148,18 +193,39 @@ _EXAMPLES = {
   repspace demo                       (the full study, about 20 minutes on a 2-core CPU)
   repspace demo --quick --out quick/  (one seed, fewer samples: a few minutes)
   repspace demo --seeds 5 --device cuda""",
+    "weights": """examples:
+  repspace weights base.pt lora.pt                          (summary table per model)
+  repspace weights base.pt lora.pt full.pt bitfit.pt --out weights/ --detail
+  repspace weights base.pt lora.pt --k 20 --epsilon 0.3 --top 16
+  repspace weights base.pt full.pt --max-dim 4096           (skip the SVD of huge embeddings)
+
+For every tensor tuning changed (LoRA/DoRA/IA3 merged in, full fine-tuning, BitFit), dW =
+W_tuned - W_base: relative Frobenius and spectral norms, numerical / effective / 90%-energy
+rank, intruder dimensions (Shuttleworth et al. 2024) and principal angles between the top
+singular subspaces; added tensors (adapters, prefix) by size and spectrum. No data needed.""",
     "compare": """examples:
   repspace compare base.pt tuned.pt
   repspace compare base.pt lora.pt prefix.pt --data probe.txt --out results/
-  repspace compare base.pt lora.pt --layers 'encoder.layer.*' --limit 500 --no-tokens""",
+  repspace compare base.pt lora.pt --layers 'encoder.layer.*' --limit 500 --no-tokens
+  repspace compare llava.pt vlm-lora.pt --data data/image_probe.jsonl \\
+      --layers vision,connector,language      (rows and figures per modality: image/text/all)""",
 }
 
 
 def _common_capture_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="probe set: text file (one sample per line) or JSONL with "
-                   '"id" and "text" (default: the shipped general English probe)')
-    p.add_argument("--layers", default="blocks", help="preset (blocks, embeddings), module "
-                   "paths, globs or re:PATTERN, comma-separated (default: blocks)")
+    p.add_argument("--data", help="probe set: text file (one sample per line), JSONL with "
+                   '"id" and "text" (and "image" for image+text probes), or an image folder '
+                   "with captions.jsonl/captions.tsv (default: the shipped general English "
+                   "probe; data/image_probe.jsonl is the shipped image probe)")
+    p.add_argument("--layers", default="blocks", help="preset (blocks, embeddings; for "
+                   "vision-language models vision, connector, language), module paths, globs "
+                   "or re:PATTERN, comma-separated (default: blocks)")
+    p.add_argument("--modality", default="split", choices=("split", "all", "image", "text"),
+                   help="image+text probes: language-model tokens to keep; split stores all, "
+                   "image and text tokens as LAYER, LAYER@image, LAYER@text (default: split)")
+    p.add_argument("--vision-tokens", default="patches", choices=("patches", "cls"),
+                   help="image+text probes: vision-tower tokens, patch tokens or the CLS token "
+                   "(default: patches)")
     p.add_argument("--pooling", default="mean", choices=("mean", "first", "last", "tokens"),
                    help="pool real tokens by mean, first (CLS) or last token; 'tokens' is mean "
                    "and also keeps every token (default: mean)")
@@ -202,8 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", action="store_true",
                    help="also keep every sample's real-token features (for the rank ratio)")
     p.add_argument("--resume", action="store_true", help="complete an interrupted capture")
+    p.add_argument("--shard", metavar="K/N", help="capture only shard K of N (from 0) of the "
+                   "probe, for 'repspace merge' (under torchrun, each rank takes its own)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     _common_capture_args(p)
+
+    p = add("merge", "Merge the shard stores of one capture into one store, in probe order.",
+            _cmd_merge)
+    p.add_argument("out", help="feature store to write (.h5)")
+    p.add_argument("shards", nargs="+", help="the shard stores (capture --shard K/N)")
 
     from repspace.tune.methods import METHODS, MethodOptions
 
@@ -252,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--stage1-epochs", type=int, help="pt-peft prefix epochs (default: "
                        "--epochs)")
     group.add_argument("--stage1-lr", type=float, help="pt-peft prefix learning rate")
+    group.add_argument("--include", help="vision-language models: also tune these parts "
+                       "(comma-separated: connector,vision); methods apply to the language "
+                       "model only by default")
 
     p = add("compare", "Compare tuned models with their base, layer by layer.", _cmd_compare)
     p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
@@ -262,41 +338,106 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN (default 10)")
     p.add_argument("--no-tokens", action="store_true",
                    help="do not keep token features (skips the rank ratio; faster)")
+    p.add_argument("--no-weights", action="store_true", help="skip the weight-space section "
+                   "(see 'repspace weights') for tuned checkpoints")
     p.add_argument("--cache-dir", help="where captured stores are cached "
                    "(default: $REPSPACE_CACHE or ~/.cache/repspace)")
     _common_capture_args(p)
+
+    p = add("weights", "Weight-space changes of tuned checkpoints against their base (no data).",
+            _cmd_weights)
+    p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
+    p.add_argument("tuned", nargs="+", help="tuned checkpoints (.pt) or PEFT adapter folders "
+                   "of this base, or complete models with the base's parameter names")
+    p.add_argument("--out", help="output folder for weights.json, weights.csv and figures")
+    p.add_argument("--k", type=int, default=10,
+                   help="top tuned singular vectors tested for intruders (default 10)")
+    p.add_argument("--epsilon", type=float, default=0.5,
+                   help="intruder threshold on the largest |cosine| (default 0.5)")
+    p.add_argument("--top", type=int, default=10,
+                   help="dimension of the singular subspaces whose angles are reported "
+                   "(default 10)")
+    p.add_argument("--energy", type=float, default=0.9,
+                   help="energy fraction of the energy rank (default 0.9)")
+    p.add_argument("--max-dim", type=int, help="only norms (no SVD) for matrices with a side "
+                   "longer than N, e.g. vocabulary embeddings (default: analyse all)")
+    p.add_argument("--detail", action="store_true", help="print one row per tensor")
     return parser
 
 
 def _error(message: str, code: int = 2) -> int:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):  # end a bar left open: the error line
+        bar.close()  # starts a line of its own
     first = " ".join(str(message).split())
     print(f"repspace: error: {first}", file=sys.stderr)
     return code
 
 
+#: errno of a write that failed for lack of space, and how the error line says it.
+_NO_SPACE = {errno.ENOSPC: "disk full", errno.EFBIG: "file size limit reached"}
+if hasattr(errno, "EDQUOT"):  # not on every platform
+    _NO_SPACE[errno.EDQUOT] = "disk quota exceeded"
+
+
+def _os_error(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an :class:`OSError`; a full disk names the file and what to do next."""
+    named = re.search(r"filename = '([^']+)'", str(exc))  # HDF5 names the file in its message
+    where = exc.filename or (named[1] if named else None)
+    if exc.errno in _NO_SPACE:
+        out = getattr(args, "out", None)
+        then = ("; free some space, then rerun with --resume to continue"
+                if args.command in ("capture", "tune") else "")
+        what = where or (f"files (output: {out})" if out else "files")
+        return f"{_NO_SPACE[exc.errno]} while writing {what}{then}"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}: {where}" if where else reason
+
+
+def _out_of_memory(args: argparse.Namespace) -> str:
+    """One line for running out of (GPU or CPU) memory, with the settings that lower it."""
+    if getattr(args, "batch_size", None) is None:
+        return f"out of memory while running {args.command}; free memory or use a larger machine"
+    hint = (f"try a smaller --batch-size (now {args.batch_size}) or --max-length "
+            f"(now {args.max_length})")
+    if args.command == "tune":
+        hint += " (--grad-accum N keeps the effective batch)"
+    return f"out of memory while running {args.command}; {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``repspace`` console script."""
+    """Entry point of the ``repspace`` console script.
+
+    Exit status: 0 on success; 2 with one line ``repspace: error: ...`` on stderr for an error the
+    user can act on (bad or missing input, a full disk, out of memory); 1 for an internal error
+    (a bug: ``REPSPACE_DEBUG=1`` shows its traceback); 130 when interrupted.
+    """
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only saves figures
     _quiet_libraries()
     if os.environ.get("REPSPACE_DEBUG"):
         return args.func(args)
     import torch
 
+    # Errors raised while objects are finalised (h5py prints them when a write failed) would
+    # print a traceback after the error line; the error line already says what went wrong.
+    unraisable_hook, sys.unraisablehook = sys.unraisablehook, lambda _: None
     try:
         return args.func(args)
     except RepspaceError as exc:
         return _error(str(exc))
-    except torch.OutOfMemoryError:
-        return _error("out of memory: try a smaller --batch-size or --max-length")
+    except (torch.OutOfMemoryError, MemoryError):
+        return _error(_out_of_memory(args))
     except KeyboardInterrupt:
         return _error("interrupted", 130)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            return _error(f"no space left on the device while writing {exc.filename or ''}")
-        return _error(f"{exc.strerror or exc}: {exc.filename or ''}")
+        return _error(_os_error(exc, args))
     except Exception as exc:  # the last line of defence: one line, never a traceback
         return _error(f"internal error ({type(exc).__name__}: {exc}); "
                       "set REPSPACE_DEBUG=1 for the traceback", 1)
+    finally:
+        sys.unraisablehook = unraisable_hook
 
 
 if __name__ == "__main__":

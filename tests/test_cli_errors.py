@@ -22,7 +22,7 @@ from repspace.cli import main
 from repspace.errors import FormatError
 from repspace.models.checkpoint import write_checkpoint
 from repspace.models.sources import base_payload
-from repspace.probes import text_id
+from repspace.probes import load_probe, text_id
 from repspace.store import FeatureStore, StoreWriter
 
 SENTENCES = ["The cat sat on the warm mat.", "Rain is expected later this evening.",
@@ -67,11 +67,12 @@ def run_cli(capsys: pytest.CaptureFixture, args: list) -> tuple[int, str, str]:
 
 
 def assert_one_error_line(code: int, out: str, err: str, *fragments: str) -> str:
+    """Exit status 2, nothing on stdout, and on stderr one line ``repspace: error: ...`` holding
+    every fragment, after nothing but progress bars; never a traceback."""
     assert code == 2, err
     assert "Traceback" not in err
-    lines = err.strip("\n").splitlines()
-    assert len(lines) == 1, err
-    line = lines[0]
+    *before, line = err.strip("\n").splitlines()
+    assert all("%|" in earlier or not earlier.strip() for earlier in before), err
     assert line.startswith("repspace: error: ")
     for fragment in fragments:
         assert fragment in line
@@ -92,7 +93,7 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture) -> None:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("export", "capture", "compare"):
+    for command in ("export", "capture", "merge", "compare", "weights", "tune", "demo"):
         assert command in out
     assert "COMMAND --help" in out
 
@@ -104,7 +105,8 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
     assert capsys.readouterr().out.strip() == f"repspace {repspace.__version__}"
 
 
-@pytest.mark.parametrize("command", ["export", "capture", "compare"])
+@pytest.mark.parametrize("command", ["export", "capture", "merge", "compare", "weights", "tune",
+                                     "demo"])
 def test_subcommand_help_has_examples(capsys: pytest.CaptureFixture, command: str) -> None:
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -167,7 +169,8 @@ def test_checkpoint_with_code_is_refused_and_not_run(capsys: pytest.CaptureFixtu
     assert b"system" in pickled
     out = tmp_path / "o.h5"
     result = run_cli(capsys, ["capture", ckpt, "--data", files / "small.txt", "--out", out])
-    assert_one_error_line(*result, "would run code", "evil.pt")
+    assert_one_error_line(*result, "refuses to unpickle code (weights_only=True)", "system",
+                          "evil.pt")
     assert not marker.exists()
     assert not out.exists()
 
@@ -237,11 +240,10 @@ def test_export_of_a_missing_folder(capsys: pytest.CaptureFixture, tmp_path: Pat
 
 
 def test_compare_with_a_missing_tuned_checkpoint(capsys: pytest.CaptureFixture, tmp_path: Path,
-                                                 files: Path, base_pt: Path) -> None:
+                                                 five: Path, base_pt: Path) -> None:
     out = tmp_path / "results"
-    result = run_cli(capsys, ["compare", base_pt, tmp_path / "absent.pt", "--data",
-                              files / "small.txt", "--out", out, "--cache-dir",
-                              tmp_path / "cache"])
+    result = run_cli(capsys, ["compare", base_pt, tmp_path / "absent.pt", "--data", five,
+                              "--k", "2", "--out", out, "--cache-dir", tmp_path / "cache"])
     assert_one_error_line(*result, "not found", "absent.pt")
     assert not (out / "metrics.json").exists()
 
@@ -250,10 +252,11 @@ def test_compare_with_a_missing_tuned_checkpoint(capsys: pytest.CaptureFixture, 
 
 def test_disk_full_mid_capture_leaves_an_incomplete_store_that_resumes(
         capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-        files: Path, base_pt: Path) -> None:
-    data = files / "small.txt"
+        base_pt: Path) -> None:
+    # 10 samples in batches of 1: capture writes windows of 8 batches, so 2 segments.
     whole = tmp_path / "whole.h5"
-    args = ["capture", base_pt, "--data", data, "--batch-size", "1", "--json"]
+    args = ["capture", base_pt, "--limit", "10", "--batch-size", "1", "--max-length", "16",
+            "--json"]
     assert run_cli(capsys, [*args, "--out", whole])[0] == 0
 
     out = tmp_path / "cut.h5"
@@ -270,7 +273,8 @@ def test_disk_full_mid_capture_leaves_an_incomplete_store_that_resumes(
     assert stdout == ""
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]  # a progress bar may come before it
-    assert last.startswith("repspace: error: no space left")
+    assert last.startswith("repspace: error: disk full while writing")
+    assert "--resume" in last
     assert [ln for ln in err.splitlines() if "error" in ln] == [last]
     with pytest.raises(FormatError, match="incomplete"):
         FeatureStore(out)
@@ -278,9 +282,9 @@ def test_disk_full_mid_capture_leaves_an_incomplete_store_that_resumes(
     monkeypatch.undo()
     code, stdout, err = run_cli(capsys, [*args, "--out", out, "--resume"])
     assert code == 0, err
-    assert json.loads(stdout)["samples"] == len(SENTENCES)
+    assert json.loads(stdout)["samples"] == 10
     with FeatureStore(whole) as a, FeatureStore(out) as b:
-        assert b.sample_ids == a.sample_ids == [text_id(s) for s in SENTENCES]
+        assert b.sample_ids == a.sample_ids == list(load_probe(limit=10).ids)
         for layer in BLOCKS:
             np.testing.assert_allclose(b.pooled(layer), a.pooled(layer), rtol=1e-5, atol=1e-6)
 
@@ -330,3 +334,522 @@ def test_python_m_repspace_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert lines[0].startswith("repspace: error: checkpoint not found")
     assert proc.stdout == ""
     assert not out.exists()
+
+
+# == issue #8: every kind of bad input, through the command line ===============================
+
+FIVE = [*SENTENCES, "The museum opens at nine on Sundays.", "He fixed the bike with a spoon."]
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("five") / "five.txt"
+    path.write_text("\n".join(FIVE) + "\n", encoding="utf-8")
+    return path
+
+
+def _variant(base: repspace.LoadedModel, folder: Path, name: str, change: dict) -> Path:
+    """The MiniLM base with some parameters set to a value, as a base checkpoint."""
+    model = copy.deepcopy(base.model)
+    with torch.no_grad():
+        for param, value in change.items():
+            model.get_parameter(param).fill_(value)
+    return write_checkpoint(base_payload(model, base.tokenizer, name), folder / f"{name}.pt")
+
+
+@pytest.fixture(scope="module")
+def nan_pt(base: repspace.LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A base whose layer 3 attention query bias is NaN: every feature from layer 3 on is NaN."""
+    return _variant(base, tmp_path_factory.mktemp("nan"), "nan",
+                    {"encoder.layer.3.attention.self.query.bias": float("nan")})
+
+
+@pytest.fixture(scope="module")
+def constant_pt(base: repspace.LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A base whose last LayerNorm has weight 0 and bias 0.5: layer 5 outputs 0.5 everywhere."""
+    prefix = "encoder.layer.5.output.LayerNorm"
+    return _variant(base, tmp_path_factory.mktemp("const"), "constant",
+                    {f"{prefix}.weight": 0.0, f"{prefix}.bias": 0.5})
+
+
+def _no_outputs(out: Path) -> None:
+    assert not (out / "metrics.json").exists()
+    assert not (out / "metrics.csv").exists()
+
+
+# -- checkpoints that are not what they claim ----------------------------------------------------
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_plain_pickle_with_code_is_refused_naming_the_call(capsys: pytest.CaptureFixture,
+                                                           tmp_path: Path, files: Path,
+                                                           protocol: int) -> None:
+    """A legacy (non-zip) pickle: protocol 2 names the call with GLOBAL, protocol 4 with
+    STACK_GLOBAL from memoised strings; both are refused naming os.system, which never runs."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "legacy.pt"
+    ckpt.write_bytes(pickle.dumps({"state_dict": _RunsCode(marker)}, protocol=protocol))
+    result = run_cli(capsys, ["capture", ckpt, "--data", files / "small.txt", "--out",
+                              tmp_path / "o.h5"])
+    line = assert_one_error_line(*result, "refuses to unpickle code (weights_only=True)",
+                                 "legacy.pt")
+    assert f"{os.system.__module__}.system" in line  # posix.system: what the pickle would call
+    assert not marker.exists()
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize("content", [
+    np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes(),
+    b"hello notes\n",  # torch's legacy unpickler raises KeyError on text
+    b"e\x01\x02garbage",  # ... and IndexError on this
+], ids=["random", "text", "short"])
+def test_random_bytes_are_corrupt_not_code(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                           files: Path, content: bytes) -> None:
+    ckpt = tmp_path / "noise.pt"
+    ckpt.write_bytes(content)
+    result = run_cli(capsys, ["capture", ckpt, "--data", files / "small.txt", "--out",
+                              tmp_path / "o.h5"])
+    line = assert_one_error_line(*result, "not a readable checkpoint", "noise.pt")
+    assert "code" not in line
+
+
+def test_base_checkpoint_of_unknown_version_in_compare(capsys: pytest.CaptureFixture,
+                                                       tmp_path: Path, five: Path,
+                                                       base_pt: Path) -> None:
+    payload = torch.load(base_pt, weights_only=True)
+    payload["format_version"] = 2
+    future = tmp_path / "future_base.pt"
+    torch.save(payload, future)
+    out = tmp_path / "res"
+    result = run_cli(capsys, ["compare", future, base_pt, "--data", five, "--k", "2", "--out",
+                              out, "--cache-dir", tmp_path / "cache"])
+    assert_one_error_line(*result, "future_base.pt", "format version 2", "reads version 1")
+    _no_outputs(out)
+
+
+def test_compare_tuned_checkpoint_on_another_base(capsys: pytest.CaptureFixture,
+                                                  tmp_path: Path, five: Path,
+                                                  other_base_pt: Path, tuned_pts: dict) -> None:
+    out = tmp_path / "res"
+    result = run_cli(capsys, ["compare", other_base_pt, tuned_pts["lora"], "--data", five,
+                              "--k", "2", "--out", out, "--cache-dir", tmp_path / "cache"])
+    assert_one_error_line(*result, "tuned from base", "lora.pt")
+    _no_outputs(out)
+
+
+def test_compare_layers_matching_nothing(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                         five: Path, base_pt: Path,
+                                         other_base_pt: Path) -> None:
+    out = tmp_path / "res"
+    result = run_cli(capsys, ["compare", base_pt, other_base_pt, "--data", five, "--k", "2",
+                              "--layers", "decoder.*", "--out", out, "--cache-dir",
+                              tmp_path / "cache"])
+    assert_one_error_line(*result, "matches no module", "decoder.*")
+    _no_outputs(out)
+
+
+def _minilm_copy(minilm_dir: Path, folder: Path, weights: bytes) -> Path:
+    """A model folder with the real config and tokenizer (linked) and the given weights file."""
+    folder.mkdir()
+    for item in minilm_dir.iterdir():
+        if item.is_file() and item.name != "model.safetensors":
+            (folder / item.name).symlink_to(item)
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+@pytest.mark.parametrize("size", [0, 100_000])
+def test_export_of_a_folder_with_corrupt_weights(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                 minilm_dir: Path, size: int) -> None:
+    with open(minilm_dir / "model.safetensors", "rb") as weights:
+        folder = _minilm_copy(minilm_dir, tmp_path / "model", weights.read(size))
+    out = tmp_path / "base.pt"
+    result = run_cli(capsys, ["export", folder, out])
+    assert_one_error_line(*result, "cannot load model", "model", "deserializing header")
+    assert not out.exists()
+
+
+def test_export_of_a_truncated_safetensors_file(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                minilm_dir: Path) -> None:
+    with open(minilm_dir / "model.safetensors", "rb") as weights:
+        (tmp_path / "cut.safetensors").write_bytes(weights.read(1_000_000))
+    out = tmp_path / "base.pt"
+    result = run_cli(capsys, ["export", tmp_path / "cut.safetensors", out, "--config",
+                              minilm_dir])
+    assert_one_error_line(*result, "cut.safetensors", "not a readable safetensors file")
+    assert not out.exists()
+
+
+# -- feature stores: corrupt, of another version, misaligned -------------------------------------
+
+@pytest.fixture(scope="module")
+def shard_store(base_pt: Path, five: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shard") / "part0.h5"
+    repspace.capture(base_pt, five, out=out, layers="encoder.layer.0", shard=(0, 1),
+                     progress=False)
+    return out
+
+
+def _damaged(store: Path, folder: Path, how: str) -> Path:
+    import h5py
+
+    path = folder / f"{how}.h5"
+    raw = store.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": raw[: len(raw) // 2]}.get(how, raw))
+    if how == "version":
+        with h5py.File(path, "r+") as f:
+            f.attrs["format_version"] = 7
+    return path
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("empty", "not a readable HDF5 feature store (corrupt or truncated)"),
+    ("truncated", "not a readable HDF5 feature store (corrupt or truncated)"),
+    ("version", "feature store format version 7; this repspace reads version 1"),
+])
+def test_merge_of_a_bad_store(capsys: pytest.CaptureFixture, tmp_path: Path, shard_store: Path,
+                              how: str, message: str) -> None:
+    bad = _damaged(shard_store, tmp_path, how)
+    out = tmp_path / "merged.h5"
+    result = run_cli(capsys, ["merge", out, bad])
+    assert_one_error_line(*result, message, bad.name)
+    assert_no_complete_store(out)
+    # The undamaged shard merges: the damage was the only problem.
+    assert run_cli(capsys, ["merge", out, shard_store])[0] == 0
+    with FeatureStore(out) as merged:
+        assert merged.sample_ids == [text_id(s) for s in FIVE]
+
+
+def test_merge_of_a_missing_store(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    result = run_cli(capsys, ["merge", tmp_path / "m.h5", tmp_path / "absent.h5"])
+    assert_one_error_line(*result, "not found", "absent.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def _cached_compare(capsys: pytest.CaptureFixture, base_pt: Path, other: Path, five: Path,
+                    cache: Path, out: Path) -> tuple[int, str, str]:
+    return run_cli(capsys, ["compare", base_pt, other, "--data", five, "--k", "2", "--no-tokens",
+                            "--layers", "encoder.layer.0,encoder.layer.5", "--max-length", "16",
+                            "--out", out, "--cache-dir", cache])
+
+
+def _other_store(cache: Path, other_base_pt: Path) -> Path:
+    fingerprint = repspace.load_model(other_base_pt).fingerprint
+    (store,) = (cache / "stores").glob(f"{fingerprint[:16]}-*.h5")
+    return store
+
+
+def test_compare_recaptures_a_damaged_cached_store(capsys: pytest.CaptureFixture,
+                                                   tmp_path: Path, five: Path, base_pt: Path,
+                                                   other_base_pt: Path) -> None:
+    """The cache holds derived data: a cached store that cannot be read (here truncated; an
+    empty one or one of another format version is read the same way, see the merge tests) is
+    captured again, and the numbers are those of the first run."""
+    cache = tmp_path / "cache"
+    code, _, err = _cached_compare(capsys, base_pt, other_base_pt, five, cache, tmp_path / "a")
+    assert code == 0, err
+    store = _other_store(cache, other_base_pt)
+    store.write_bytes(_damaged(store, tmp_path, "truncated").read_bytes())
+    with pytest.raises(FormatError):
+        FeatureStore(store)
+    code, _, err = _cached_compare(capsys, base_pt, other_base_pt, five, cache, tmp_path / "b")
+    assert code == 0, err
+    with FeatureStore(store) as recaptured:
+        assert recaptured.sample_ids == [text_id(s) for s in FIVE]
+    first, second = (json.loads((tmp_path / d / "metrics.json").read_text())["records"]
+                     for d in "ab")
+    assert second == first
+
+
+def test_compare_refuses_misaligned_stores(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                           five: Path, base_pt: Path,
+                                           other_base_pt: Path) -> None:
+    """A cached store whose sample ids differ from the base's, or come in another order, is an
+    error, never aligned."""
+    import h5py
+
+    cache = tmp_path / "cache"
+    assert _cached_compare(capsys, base_pt, other_base_pt, five, cache, tmp_path / "a")[0] == 0
+    store = _other_store(cache, other_base_pt)
+    with h5py.File(store, "r+") as f:
+        ids = f["sample_ids"][:]
+        f["sample_ids"][:] = ids[::-1]
+    out = tmp_path / "b"
+    result = _cached_compare(capsys, base_pt, other_base_pt, five, cache, out)
+    assert_one_error_line(*result, "hold the same samples in a different order", store.name)
+    _no_outputs(out)
+    with h5py.File(store, "r+") as f:
+        f["sample_ids"][:] = [b"someone-else", *ids[1:]]
+    result = _cached_compare(capsys, base_pt, other_base_pt, five, cache, out)
+    assert_one_error_line(*result, "hold different samples (2 ids differ", store.name)
+    _no_outputs(out)
+
+
+# -- probe and training data files ---------------------------------------------------------------
+
+PROBE_FILES = {
+    "cut.jsonl": (b'{"text": "one"}\n{"text": "tw', "cut.jsonl:2: invalid JSON"),
+    "notext.jsonl": (b'{"text": "one"}\n{"txt": "two"}\n', 'notext.jsonl:2: expected a JSON'),
+    "latin1.jsonl": (b'{"text": "one"}\n{"text": "caf\xe9"}\n', "latin1.jsonl:2: not valid UTF-8"),
+    "empty.jsonl": (b"\n\n", "empty.jsonl has no samples"),
+    "binary.txt": (bytes(range(256)), "binary.txt:2: not valid UTF-8"),
+}
+
+
+@pytest.mark.parametrize("name", list(PROBE_FILES))
+def test_bad_probe_file(capsys: pytest.CaptureFixture, tmp_path: Path, base_pt: Path,
+                        name: str) -> None:
+    content, message = PROBE_FILES[name]
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "o.h5"
+    result = run_cli(capsys, ["capture", base_pt, "--data", tmp_path / name, "--out", out])
+    assert_one_error_line(*result, message)
+    assert not out.exists()
+
+
+TASK_FILES = {
+    "empty.jsonl": (b"", "data file is empty: "),
+    "cut.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "ba', "cut.jsonl:2: invalid JSON"),
+    "nolabel.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "bad"}\n',
+                      'nolabel.jsonl:2: expected a JSON object with "text" and "label"'),
+    "latin1.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "caf\xe9", "label": "neg"}\n',
+                     "latin1.jsonl:2: not valid UTF-8"),
+    "onelabel.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "fine", "label": "pos"}\n',
+                       "needs at least 2 labels"),
+}
+
+
+@pytest.mark.parametrize("name", list(TASK_FILES))
+def test_bad_training_file(capsys: pytest.CaptureFixture, tmp_path: Path, base_pt: Path,
+                           name: str) -> None:
+    content, message = TASK_FILES[name]
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "t.pt"
+    result = run_cli(capsys, ["tune", base_pt, "--method", "lora", "--data", tmp_path / name,
+                              "--epochs", "1", "--out", out])
+    assert_one_error_line(*result, message)
+    assert not out.exists()
+
+
+def test_image_that_does_not_decode(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                    tiny_llava_dir: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "red.png")
+    (tmp_path / "broken.png").write_bytes((tmp_path / "red.png").read_bytes()[:40])
+    (tmp_path / "captions.jsonl").write_text(
+        '{"id": "a", "image": "red.png", "text": "a red square"}\n'
+        '{"id": "b", "image": "broken.png", "text": "a broken file"}\n', encoding="utf-8")
+    out = tmp_path / "o.h5"
+    result = run_cli(capsys, ["capture", tiny_llava_dir, "--data", tmp_path, "--out", out])
+    assert_one_error_line(*result, "cannot decode image", "broken.png")
+    assert not out.exists()
+
+
+# -- degenerate features -------------------------------------------------------------------------
+
+def test_nan_weights_stop_capture_naming_the_layer(capsys: pytest.CaptureFixture,
+                                                   tmp_path: Path, five: Path,
+                                                   nan_pt: Path) -> None:
+    out = tmp_path / "o.h5"
+    result = run_cli(capsys, ["capture", nan_pt, "--data", five, "--out", out])
+    assert_one_error_line(*result, "features of layer encoder.layer.3 of", "nan.pt",
+                          "contain NaN/inf (model weights or inputs?)")
+    assert_no_complete_store(out)
+
+
+def test_nan_weights_stop_compare(capsys: pytest.CaptureFixture, tmp_path: Path, five: Path,
+                                  base_pt: Path, nan_pt: Path) -> None:
+    out = tmp_path / "res"
+    result = run_cli(capsys, ["compare", base_pt, nan_pt, "--data", five, "--k", "2", "--out",
+                              out, "--cache-dir", tmp_path / "cache"])
+    assert_one_error_line(*result, "encoder.layer.3", "NaN/inf")
+    _no_outputs(out)
+
+
+def test_constant_features_name_model_and_layer(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                five: Path, base_pt: Path,
+                                                constant_pt: Path) -> None:
+    """CKA is undefined for a constant feature matrix: an error naming the model and the layer,
+    never a NaN in the table."""
+    out = tmp_path / "res"
+    result = run_cli(capsys, ["compare", base_pt, constant_pt, "--data", five, "--k", "2",
+                              "--no-tokens", "--out", out, "--cache-dir", tmp_path / "cache"])
+    assert_one_error_line(*result, "constant (Y)", "layer encoder.layer.5",
+                          "Y is constant", "undefined")
+    _no_outputs(out)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--limit", "3"], "comparisons need at least 4 samples; the probe has 3"),
+    (["--k", "5"], "k = 5 needs at least 6 samples; the probe has 5"),
+    (["--k", "0"], "must be at least 1, got 0"),
+])
+def test_too_few_samples_for_an_estimator(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                          five: Path, base_pt: Path, other_base_pt: Path,
+                                          extra: list, message: str) -> None:
+    out = tmp_path / "res"
+    result = run_cli(capsys, ["compare", base_pt, other_base_pt, "--data", five, *extra,
+                              "--out", out, "--cache-dir", tmp_path / "cache"])
+    assert_one_error_line(*result, message)
+    _no_outputs(out)
+
+
+# -- out of memory, a full disk, a bug -----------------------------------------------------------
+
+def _forward_raises(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    import transformers
+
+    def forward(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(transformers.BertModel, "forward", forward)
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to "
+                                                          "allocate 2.00 GiB"), MemoryError()])
+def test_out_of_memory_in_capture(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                  tmp_path: Path, five: Path, base_pt: Path,
+                                  error: BaseException) -> None:
+    _forward_raises(monkeypatch, error)
+    out = tmp_path / "o.h5"
+    result = run_cli(capsys, ["capture", base_pt, "--data", five, "--batch-size", "4", "--out",
+                              out])
+    assert_one_error_line(*result, "out of memory while running capture",
+                          "smaller --batch-size (now 4)", "--max-length (now 128)")
+    assert_no_complete_store(out)
+
+
+def test_out_of_memory_in_tune_suggests_grad_accum(capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path, base_pt: Path,
+                                                   task_files: tuple) -> None:
+    _forward_raises(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"))
+    out = tmp_path / "t.pt"
+    result = run_cli(capsys, ["tune", base_pt, "--method", "lora", "--data", task_files[0],
+                              "--epochs", "1", "--batch-size", "8", "--out", out])
+    assert_one_error_line(*result, "out of memory while running tune",
+                          "--batch-size (now 8)", "--grad-accum")
+    assert not out.exists()
+
+
+def test_an_internal_error_is_one_line_with_status_1(capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path, five: Path,
+                                                     base_pt: Path) -> None:
+    _forward_raises(monkeypatch, ZeroDivisionError("a bug"))
+    code, out, err = run_cli(capsys, ["capture", base_pt, "--data", five, "--out",
+                                      tmp_path / "o.h5"])
+    assert code == 1
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "repspace: error: internal error (ZeroDivisionError: a bug); set REPSPACE_DEBUG=1 for "
+        "the traceback")
+
+
+def test_disk_full_while_writing_a_checkpoint(capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              minilm_dir: Path) -> None:
+    """torch.save reports a failed write as a RuntimeError raised while handling the OSError;
+    the error names the checkpoint, and neither it nor its temporary file is left."""
+    from repspace.models import checkpoint
+
+    def save_until_full(payload: object, file: object) -> None:
+        file.write(b"PK\x03\x04 half a checkpoint")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from None
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_until_full)
+    out = tmp_path / "base.pt"
+    result = run_cli(capsys, ["export", minilm_dir, out])
+    assert_one_error_line(*result, f"disk full while writing {out}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_writing_compare_outputs(capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path, five: Path, base_pt: Path,
+                                                 other_base_pt: Path) -> None:
+    real_write_text = Path.write_text
+
+    def write_text(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        if self.name.endswith(".csv.partial"):
+            real_write_text(self, text[:10], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    out = tmp_path / "res"
+    result = _cached_compare(capsys, base_pt, other_base_pt, five, tmp_path / "cache", out)
+    assert_one_error_line(*result, "disk full while writing", str(out))
+    assert not (out / "metrics.csv").exists()
+    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+
+
+def _run_limited(args: list, tmp_path: Path, limit: int) -> subprocess.CompletedProcess:
+    """``python -m repspace ARGS`` with files limited to ``limit`` bytes (RLIMIT_FSIZE), SIGXFSZ
+    ignored so that a write past the limit fails with EFBIG, as on a full disk."""
+    import resource
+    import signal
+
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("REPSPACE_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "repspace", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+                          preexec_fn=limit_files)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE semantics are Linux's")
+def test_real_file_size_limit_while_exporting(tmp_path: Path, minilm_dir: Path) -> None:
+    out = tmp_path / "base.pt"
+    proc = _run_limited(["export", minilm_dir, out], tmp_path, 4 * 2**20)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"repspace: error: file size limit reached while writing {out}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE semantics are Linux's")
+def test_real_file_size_limit_while_capturing_then_resume(capsys: pytest.CaptureFixture,
+                                                          tmp_path: Path, base_pt: Path) -> None:
+    """HDF5 fails a write past the limit: one line naming the file being written, no store at
+    OUT, and --resume (without the limit) completes it."""
+    out = tmp_path / "o.h5"
+    args = ["capture", base_pt, "--limit", "64", "--max-length", "16", "--out", out]
+    proc = _run_limited(args, tmp_path, 300_000)  # 64 x 6 x 384 float32 = 590 kB of features
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    *bars, line = proc.stderr.strip().splitlines()
+    assert all("%|" in bar or not bar.strip() for bar in bars), proc.stderr
+    assert line.startswith("repspace: error: file size limit reached while writing")
+    assert out.name in line  # the segment file HDF5 names, or else the output
+    assert line.endswith("free some space, then rerun with --resume to continue")
+    assert_no_complete_store(out)
+    code, _, err = run_cli(capsys, [*args, "--resume", "--json"])
+    assert code == 0, err
+    with FeatureStore(out) as store:
+        assert store.sample_ids == list(load_probe(limit=64).ids)
+
+
+def test_demo_with_no_seeds(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli(capsys, ["demo", "--quick", "--seeds", "0", "--out", out])
+    assert_one_error_line(*result, "the demo needs at least 1 seed per method, got 0")
+    assert not (out / "results.json").exists()
+
+
+def test_demo_into_a_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    result = run_cli(capsys, ["demo", "--quick", "--out", blocker])
+    assert_one_error_line(*result, "Not a directory", "taken")
+    assert blocker.read_text(encoding="utf-8") == "not a folder\n"
