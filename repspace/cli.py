@@ -95,6 +95,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from repspace.streaming import stream_metrics
+
+    device = None if args.device == "numpy" else args.device
+    result = stream_metrics(args.store_a, args.store_b,
+                            layers=args.layers.split(",") if args.layers else None,
+                            chunk_rows=args.chunk_rows, device=device)
+    print(result.table())
+    if args.out:
+        paths = result.save(args.out)
+        print(f"\nwrote {', '.join(str(p) for p in paths)} ({result.n} samples, "
+              f"{result.path} path)")
+    return 0
+
+
 def _cmd_weights(args: argparse.Namespace) -> int:
     from repspace.weightspace import weight_report
 
@@ -174,6 +189,14 @@ _EXAMPLES = {
   repspace merge base.h5 part0.h5 part1.h5
   repspace capture llava-folder --data data/image_probe.jsonl --layers vision,connector,language \\
       --tokens --out llava.h5        (image+text probe: per-modality language layers)""",
+    "metrics": """examples:
+  repspace metrics base.h5 lora.h5                       (every layer the stores share)
+  repspace metrics base.h5 lora.h5 --layers encoder.layer.5 --out metrics/
+  repspace metrics base.h5 lora.h5 --chunk-rows 65536 --device cuda
+
+Exact linear CKA (biased and debiased), Procrustes distance and effective ranks of two stores
+of the same probe (e.g. captured under torchrun), read chunk by chunk in float64: memory does
+not grow with the number of samples. The stores must hold the same sample ids in order.""",
     "merge": """examples:
   repspace capture base.pt --out part0.h5 --shard 0/2
   repspace capture base.pt --out part1.h5 --shard 1/2
@@ -343,6 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="where captured stores are cached "
                    "(default: $REPSPACE_CACHE or ~/.cache/repspace)")
     _common_capture_args(p)
+
+    p = add("metrics", "Exact metrics of two feature stores, streamed in bounded memory.",
+            _cmd_metrics)
+    p.add_argument("store_a", help="feature store (.h5), e.g. of the base model")
+    p.add_argument("store_b", help="feature store (.h5) of the same probe, e.g. a tuned model")
+    p.add_argument("--layers", help="comma-separated layer names (default: store A's layers)")
+    p.add_argument("--chunk-rows", type=int, default=4096,
+                   help="rows read at a time (default 4096)")
+    p.add_argument("--device", default="auto", help="where the products run: auto (CUDA when "
+                   "present), cpu, cuda, or numpy (default: auto)")
+    p.add_argument("--out", help="output folder for stream_metrics.json and stream_metrics.csv")
 
     p = add("weights", "Weight-space changes of tuned checkpoints against their base (no data).",
             _cmd_weights)

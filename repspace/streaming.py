@@ -18,6 +18,9 @@ same store at once.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -31,7 +34,12 @@ from tqdm import tqdm
 from repspace.errors import InputError
 from repspace.metrics._backend import Device
 from repspace.metrics.streaming import CovarianceMoments, GramMoments
+from repspace.results import finite_json, fixed_width, fmt, write_text_atomic
 from repspace.store import FeatureStore, check_aligned
+
+#: Columns of :meth:`StreamResult.rows`, the table and the CSV.
+ROW_COLUMNS = ("layer", "cka", "cka_debiased", "procrustes", "effective_rank_a",
+               "effective_rank_b")
 
 
 @dataclass
@@ -66,15 +74,40 @@ class StreamResult:
             "singular_values_b": {k: v.tolist() for k, v in self.singular_values_b.items()},
         }
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per layer: CKA (biased, debiased) of A and B at that layer, Procrustes,
+        effective ranks."""
+        return [{"layer": name, "cka": float(self.cka[i, i]),
+                 "cka_debiased": float(self.cka_debiased[i, i]),
+                 "procrustes": self.procrustes[name],
+                 "effective_rank_a": self.effective_rank_a[name],
+                 "effective_rank_b": self.effective_rank_b[name]}
+                for i, name in enumerate(self.layers)]
+
     def table(self) -> str:
-        """One line per layer: CKA (biased, debiased) of A and B, Procrustes, effective ranks."""
-        lines = [f"{'layer':<24} {'cka':>7} {'cka_deb':>7} {'procr':>7} {'erank_a':>9} "
-                 f"{'erank_b':>9}"]
-        for i, name in enumerate(self.layers):
-            lines.append(f"{name:<24} {self.cka[i, i]:7.4f} {self.cka_debiased[i, i]:7.4f} "
-                         f"{self.procrustes[name]:7.4f} {self.effective_rank_a[name]:9.2f} "
-                         f"{self.effective_rank_b[name]:9.2f}")
-        return "\n".join(lines)
+        """:meth:`rows` as a plain-text table."""
+        header = list(ROW_COLUMNS)
+        return fixed_width(header, [[fmt(r[c]) for c in header] for r in self.rows()])
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """:meth:`rows` as CSV; also written to ``path`` if given."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(ROW_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows())
+        if path is not None:
+            write_text_atomic(path, buffer.getvalue())
+        return buffer.getvalue()
+
+    def save(self, out: str | Path) -> list[Path]:
+        """``stream_metrics.json`` (everything, NaN as null) and ``stream_metrics.csv`` (one
+        row per layer) in the folder ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(finite_json(self.to_dict()), indent=2) + "\n"
+        paths = [write_text_atomic(out / "stream_metrics.json", text), out / "stream_metrics.csv"]
+        self.to_csv(paths[1])
+        return paths
 
 
 def stream_metrics(store_a: str | Path | FeatureStore, store_b: str | Path | FeatureStore, *,

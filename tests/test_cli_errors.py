@@ -93,7 +93,8 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture) -> None:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("export", "capture", "merge", "compare", "weights", "tune", "demo"):
+    for command in ("export", "capture", "merge", "metrics", "compare", "weights", "tune",
+                    "demo"):
         assert command in out
     assert "COMMAND --help" in out
 
@@ -105,8 +106,8 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
     assert capsys.readouterr().out.strip() == f"repspace {repspace.__version__}"
 
 
-@pytest.mark.parametrize("command", ["export", "capture", "merge", "compare", "weights", "tune",
-                                     "demo"])
+@pytest.mark.parametrize("command", ["export", "capture", "merge", "metrics", "compare",
+                                     "weights", "tune", "demo"])
 def test_subcommand_help_has_examples(capsys: pytest.CaptureFixture, command: str) -> None:
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

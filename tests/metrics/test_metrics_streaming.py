@@ -7,6 +7,7 @@ matrix formula of Song et al. 2012 written out here.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from repspace import stream_metrics
+from repspace.cli import main
 from repspace.errors import InputError, MismatchError
 from repspace.metrics import (
     CovarianceMoments,
@@ -344,6 +346,39 @@ def test_stream_metrics_checks_alignment_and_layers(two_stores: tuple[Path, Path
         stream_metrics(a, a, layers=["missing"], progress=False)
     with pytest.raises(InputError, match="chunk_rows"):
         stream_metrics(a, a, chunk_rows=0, progress=False)
+
+
+def test_cli_metrics_prints_and_writes_the_streamed_numbers(
+        two_stores: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a, b = two_stores
+    names = list(LAYER_DIMS)
+    assert main(["metrics", str(a), str(b), "--chunk-rows", "16", "--device", "numpy",
+                 "--out", str(tmp_path / "out")]) == 0
+    table = capsys.readouterr().out
+    data = in_memory(a, b, names)
+    expected = np.diag(cka_matrix(data["xs"], data["ys"], debiased=True, device=None))
+    saved = json.loads((tmp_path / "out" / "stream_metrics.json").read_text())
+    np.testing.assert_allclose(np.diag(saved["cka_debiased"]), expected, atol=TOL)
+    with open(tmp_path / "out" / "stream_metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["layer"] for r in rows] == names
+    np.testing.assert_allclose([float(r["cka_debiased"]) for r in rows], expected, atol=1e-9)
+    for name, value in zip(names, expected, strict=True):
+        assert any(line.startswith(name) and f"{value:.4f}" in line
+                   for line in table.splitlines())
+
+
+def test_cli_metrics_refuses_misaligned_stores_in_one_line(
+        two_stores: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a, _ = two_stores
+    rng = np.random.default_rng(1)
+    other = write_store(tmp_path / "c.h5", [f"t{i}" for i in range(250)],
+                        {name: rng.normal(size=(250, d)) for name, d in LAYER_DIMS.items()})
+    assert main(["metrics", str(a), str(other), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("repspace: error:")
+    assert "different samples" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 CHILD = textwrap.dedent("""
