@@ -12,6 +12,7 @@ import pytest
 import repspace
 from repspace import comparison as compare_module
 from repspace.results import COLUMNS, CompareResult
+from repspace.store import StoreWriter
 from tests.conftest import make_peft
 
 
@@ -83,6 +84,31 @@ def test_stores_are_cached_by_fingerprint(base, base_pt, probe, tmp_path, monkey
     assert second.records == first.records
     with pytest.raises(AssertionError, match="capture ran"):
         repspace.compare(base, [base_pt], **{**kwargs, "layers": "embeddings"})
+
+
+def test_an_interrupted_cached_capture_is_resumed_not_restarted(base, probe, tmp_path,
+                                                                monkeypatch):
+    kwargs = {"data": probe, "progress": False, "layers": "blocks", "batch_size": 2,
+              "tokens": False}
+    fresh = repspace.compare(base, [base], cache_dir=tmp_path / "fresh", **kwargs)
+    real_append = StoreWriter.append
+    appended = []
+
+    def append_then_die(self, ids, *rest):
+        if self.n_written >= 16:  # windows of 8 batches of 2: the second window dies
+            raise KeyboardInterrupt
+        appended.append(len(ids))
+        real_append(self, ids, *rest)
+
+    monkeypatch.setattr(StoreWriter, "append", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        repspace.compare(base, [base], cache_dir=tmp_path / "cut", **kwargs)
+    assert appended == [16]
+    monkeypatch.setattr(StoreWriter, "append", lambda self, ids, *rest: (
+        appended.append(len(ids)), real_append(self, ids, *rest)))
+    resumed = repspace.compare(base, [base], cache_dir=tmp_path / "cut", **kwargs)
+    assert appended == [16, 16, 16]  # only the two missing windows were captured
+    assert resumed.records == fresh.records
 
 
 def test_compare_needs_a_tuned_model_and_enough_samples(base, probe, tmp_path):
