@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,21 +110,11 @@ class CompareResult:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The whole result as JSON (NaN written as null); also written to ``path`` if given."""
-        text = json.dumps(finite_json(self.to_dict()), indent=2)
-        if path is not None:
-            write_text_atomic(path, text + "\n")
-        return text
+        return json_text(self.to_dict(), path)
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The per-layer records as CSV; also written to ``path`` if given."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["model", "layer", "modality", *COLUMNS],
-                                extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.records)
-        if path is not None:
-            write_text_atomic(path, buffer.getvalue())
-        return buffer.getvalue()
+        return csv_text(self.records, ["model", "layer", "modality", *COLUMNS], path)
 
     @classmethod
     def from_json(cls, path: str | Path) -> CompareResult:
@@ -192,6 +183,29 @@ def fixed_width(header: list[str], rows: list[list[Any]], *, text_columns: int =
              for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def json_text(data: Any, path: str | Path | None = None) -> str:
+    """``data`` as indented JSON, NaN/inf written as null; also written to ``path`` if given
+    (atomically, see :func:`write_text_atomic`)."""
+    text = json.dumps(finite_json(data), indent=2)
+    if path is not None:
+        write_text_atomic(path, text + "\n")
+    return text
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+             path: str | Path | None = None) -> str:
+    """``rows`` as CSV with the given ``columns`` (other keys ignored); also written to
+    ``path`` if given (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    if path is not None:
+        write_text_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

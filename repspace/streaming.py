@@ -18,9 +18,6 @@ same store at once.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -34,7 +31,7 @@ from tqdm import tqdm
 from repspace.errors import InputError
 from repspace.metrics._backend import Device
 from repspace.metrics.streaming import CovarianceMoments, GramMoments
-from repspace.results import finite_json, fixed_width, fmt, write_text_atomic
+from repspace.results import csv_text, fixed_width, fmt, json_text
 from repspace.store import FeatureStore, check_aligned
 
 #: Columns of :meth:`StreamResult.rows`, the table and the CSV.
@@ -91,21 +88,15 @@ class StreamResult:
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """:meth:`rows` as CSV; also written to ``path`` if given."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(ROW_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows())
-        if path is not None:
-            write_text_atomic(path, buffer.getvalue())
-        return buffer.getvalue()
+        return csv_text(self.rows(), ROW_COLUMNS, path)
 
     def save(self, out: str | Path) -> list[Path]:
         """``stream_metrics.json`` (everything, NaN as null) and ``stream_metrics.csv`` (one
         row per layer) in the folder ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(finite_json(self.to_dict()), indent=2) + "\n"
-        paths = [write_text_atomic(out / "stream_metrics.json", text), out / "stream_metrics.csv"]
+        paths = [out / "stream_metrics.json", out / "stream_metrics.csv"]
+        json_text(self.to_dict(), paths[0])
         self.to_csv(paths[1])
         return paths
 

@@ -3,8 +3,6 @@ figures (see :func:`repspace.weightspace.weight_report`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from repspace.errors import FormatError
-from repspace.results import ModelInfo, finite_json, fixed_width, fmt, write_text_atomic
+from repspace.results import ModelInfo, csv_text, fixed_width, fmt, json_text
 
 #: Per tensor columns of a weight report, with what each holds (dW = W_tuned - W_base).
 WEIGHT_COLUMNS: dict[str, str] = {
@@ -146,23 +144,13 @@ class WeightReport:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Everything as JSON (NaN written as null); also written to ``path`` if given."""
-        text = json.dumps(finite_json(self.to_dict()), indent=2)
-        if path is not None:
-            write_text_atomic(path, text + "\n")
-        return text
+        return json_text(self.to_dict(), path)
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """One row per record with every scalar column (the lists are in the JSON); also
         written to ``path`` if given."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["model", "name", "layer", "matrix",
-                                                    *WEIGHT_COLUMNS],
-                                extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.records)
-        if path is not None:
-            write_text_atomic(path, buffer.getvalue())
-        return buffer.getvalue()
+        return csv_text(self.records, ["model", "name", "layer", "matrix", *WEIGHT_COLUMNS],
+                        path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path = "<weights>") -> WeightReport:
