@@ -152,6 +152,14 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
     return Path(out)
 
 
+def _check_finite(pooled: dict[str, np.ndarray], token_mats: dict[str, list[np.ndarray]],
+                  source: str) -> None:
+    for name, rows in pooled.items():
+        if not all(np.isfinite(a).all() for a in [rows, *token_mats.get(name, ())]):
+            raise InputError(f"features of layer {name} of {source} contain NaN/inf "
+                             "(model weights or inputs?)")
+
+
 def _in_probe_order(parts: list[tuple[list[int], tuple[dict, dict]]], n: int,
                     names: list[str]) -> tuple[dict, dict]:
     """Pooled rows and token matrices of a window's batches, put back in probe order."""
@@ -201,9 +209,6 @@ def _capture_windows(loaded: LoadedModel, probe: Probe, out: Path, meta: dict,
                 pooled[name] = pool(hidden, mask, pooling).numpy()
                 if tokens:
                     token_mats[name] = [t.numpy() for t in split_tokens(hidden, mask)]
-                if not all(np.isfinite(a).all() for a in [pooled[name], *token_mats.get(name, ())]):
-                    raise InputError(f"features of layer {name} of {loaded.source} contain "
-                                     "NaN/inf (model weights or inputs?)")
             return pooled, token_mats
 
         with StoreWriter(out, meta=meta, layers=layer_attrs, tokens=tokens,
@@ -218,7 +223,9 @@ def _capture_windows(loaded: LoadedModel, probe: Probe, out: Path, meta: dict,
                         chosen = order[k:k + batch_size]
                         images = (None if probe.images is None
                                   else [probe.images[offset + i] for i in chosen])
-                        parts.append((chosen, features([texts[i] for i in chosen], images)))
+                        batch = features([texts[i] for i in chosen], images)
+                        _check_finite(*batch, loaded.source)
+                        parts.append((chosen, batch))
                         bar.update(len(chosen))
                     writer.append(ids, *_in_probe_order(parts, len(ids), list(layer_attrs)))
                     offset += len(ids)
