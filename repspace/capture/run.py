@@ -20,6 +20,7 @@ from repspace.capture.shard import (
     window_order,
 )
 from repspace.capture.tokens import POOLINGS, pool, real_positions, split_tokens
+from repspace.distributed import World, init_world
 from repspace.errors import InputError
 from repspace.models import LoadedModel, load_model
 from repspace.probes import Probe, load_probe
@@ -112,9 +113,6 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
     probe = probe if isinstance(probe, Probe) else load_probe(probe)
     names = resolve_layers(loaded.backbone, layers)
     dev = resolve_device(device)
-    # Imported here: repspace.tune imports this module (resolve_device).
-    from repspace.tune.distributed import World, init_world
-
     world = init_world(dev.type) if shard is None else World()
     loaded.model.to(dev).eval()
     window = batch_size * WINDOW_BATCHES

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from repspace.capture.run import resolve_device
+from repspace.distributed import World, init_world
 from repspace.errors import FormatError, InputError
 from repspace.models import LoadedModel, load_model, save_tuned_checkpoint
 from repspace.models.checkpoint import save_atomic
@@ -38,7 +39,6 @@ from repspace.tune.data import (
     has_images,
     read_jsonl,
 )
-from repspace.tune.distributed import World, init_world
 from repspace.tune.methods import (
     METHODS,
     Built,
