@@ -195,3 +195,14 @@ def test_biased_rbf_cka_is_symmetric_and_in_unit_interval(pair):
     value = rbf_cka(X, Y)
     assert -1e-12 <= value <= 1 + 1e-12
     assert rbf_cka(Y, X) == pytest.approx(value, abs=1e-10)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_matrix_equals_the_peer_library_ckatorch(debiased):
+    ckatorch = pytest.importorskip("ckatorch")
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=(60, d)) for d in (5, 12)]
+    ys = [xs[0] @ rng.normal(size=(5, 7)) + rng.normal(size=(60, 7)), rng.normal(size=(60, 30))]
+    expected = [[float(ckatorch.cka_base(torch.from_numpy(X), torch.from_numpy(Y),
+                                         unbiased=debiased)) for Y in ys] for X in xs]
+    np.testing.assert_allclose(cka_matrix(xs, ys, debiased=debiased), expected, atol=1e-10)
