@@ -119,10 +119,7 @@ class CompareResult:
     @classmethod
     def from_json(cls, path: str | Path) -> CompareResult:
         """Read a result written by :meth:`to_json`."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FormatError(f"{path} is not a readable comparison result") from exc
+        data = read_json(path, "comparison result")
         if data.get("kind") != "repspace-compare":
             raise FormatError(f"{path} is not a repspace comparison result")
         from repspace.weight_results import WeightReport
@@ -192,6 +189,15 @@ def json_text(data: Any, path: str | Path | None = None) -> str:
     if path is not None:
         write_text_atomic(path, text + "\n")
     return text
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON in ``path``; a missing or malformed file is a :class:`FormatError` naming
+    ``what`` it should have held."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path} is not a readable {what}") from exc
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],

@@ -3,7 +3,6 @@ figures (see :func:`repspace.weightspace.weight_report`)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from repspace.errors import FormatError
-from repspace.results import ModelInfo, csv_text, fixed_width, fmt, json_text
+from repspace.results import ModelInfo, csv_text, fixed_width, fmt, json_text, read_json
 
 #: Per tensor columns of a weight report, with what each holds (dW = W_tuned - W_base).
 WEIGHT_COLUMNS: dict[str, str] = {
@@ -164,11 +163,7 @@ class WeightReport:
     @classmethod
     def from_json(cls, path: str | Path) -> WeightReport:
         """Read a report written by :meth:`to_json`."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FormatError(f"{path} is not a readable weight report") from exc
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_json(path, "weight report"), path)
 
     def plot_heatmap(self) -> Any:
         """Relative ||dW||_F per layer and matrix type, one panel per model."""
