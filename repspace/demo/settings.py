@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from repspace.errors import InputError
-from repspace.probes import DATA_DIR
+from repspace.probes import DATA_DIR, data_reference
 
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TASK_TRAIN = DATA_DIR / "task_train.jsonl"
@@ -73,7 +73,12 @@ class DemoSettings:
         return self if seeds is None else replace(self, seeds=seeds)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as JSON-plain values; data files by :func:`~repspace.probes.data_reference`
+        (shipped files as ``data/NAME``, with their SHA-256), never as absolute paths."""
+        data = asdict(self)
+        for key in ("train", "eval", "paraphrases"):
+            data[key] = data_reference(data[key])
+        return data
 
     def key(self, *parts: object) -> str:
         """A short hash of these settings (and ``parts``): the cache key of derived files."""

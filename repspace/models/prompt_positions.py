@@ -19,8 +19,8 @@ columns) and shifts them by ``P``, as a text model's positions shift under a pre
 tokens get ``base positions + P`` in all three dimensions; prompt tuning's virtual tokens get
 ``0 .. P-1``. Text-only batches get ``P .. P+L-1`` (prefix) or ``0 .. P+L-1`` (prompt).
 
-The hook acts only on the first forward of a sequence (for a prefix: when the cache holds the
-prefix and nothing else); decoding steps after it are left to the model.
+The hook acts only on the first forward of a sequence (for a prefix: when the attention mask is
+the input's length plus ``P``); decoding steps after it are left to the model.
 """
 
 from __future__ import annotations
@@ -50,8 +50,12 @@ class PromptPositions:
             return None
         p = self.virtual
         if self.kind == "prefix":
-            cache, ids = kwargs.get("past_key_values"), kwargs.get("input_ids")
-            if cache is None or ids is None or cache.get_seq_length() != p:
+            # The first forward of a prefixed sequence is told by shapes alone: the mask covers
+            # the P prefix positions and the L real tokens. Later decoding steps feed one token
+            # against a mask of P + L + steps. Reading the cache instead would depend on the name
+            # of a private keyword argument (``past_key_values``, ``cache`` from 5.24).
+            ids = kwargs.get("input_ids")
+            if ids is None:
                 return None
             length = ids.shape[1]
         else:

@@ -221,8 +221,10 @@ def lora_config(o: MethodOptions, dora: bool = False, model: nn.Module | None = 
     if scope is not None and scope.multimodal:
         parts = ("language", *o.include) if extra else ("language",)
         targets = module_pattern(scope.linear(model, o.lora_targets, parts))
+    # GPT-2-style Conv1D layers store their weight transposed (PEFT warns and fixes it itself)
+    conv1d = model is not None and any(type(m).__name__ == "Conv1D" for m in model.modules())
     return peft.LoraConfig(r=o.lora_r, lora_alpha=o.lora_alpha, lora_dropout=o.lora_dropout,
-                           target_modules=targets, use_dora=dora)
+                           target_modules=targets, use_dora=dora, fan_in_fan_out=conv1d)
 
 
 def prefix_config(o: MethodOptions, task: str) -> peft.PrefixTuningConfig:

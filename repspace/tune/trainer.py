@@ -30,6 +30,7 @@ from repspace.distributed import World, init_world
 from repspace.errors import FormatError, InputError
 from repspace.models import LoadedModel, load_model, save_tuned_checkpoint
 from repspace.models.checkpoint import save_atomic
+from repspace.probes import data_reference
 from repspace.tune.data import (
     Encoded,
     collate,
@@ -382,7 +383,8 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         return {"epochs": n_epochs, "lr": rate, "batch_size": batch_size,
                 "grad_accum": grad_accum, "seed": seed, "max_length": max_length,
                 "processes": world.size, "device": dev.type, "metric": metric,
-                "data": str(data)}
+                "data": data_reference(data),
+                "eval_data": data_reference(eval_data) if eval_data is not None else None}
 
     def build(builder: Any) -> tuple[Built, nn.Module]:
         model = copy.deepcopy(base.model)
