@@ -778,7 +778,7 @@ def test_disk_full_while_writing_compare_outputs(capsys: pytest.CaptureFixture,
     real_write_text = Path.write_text
 
     def write_text(self: Path, text: str, *args: object, **kwargs: object) -> int:
-        if self.name.endswith(".csv.partial"):
+        if self.name.endswith(".csv.tmp"):
             real_write_text(self, text[:10], *args, **kwargs)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write_text(self, text, *args, **kwargs)
@@ -788,7 +788,7 @@ def test_disk_full_while_writing_compare_outputs(capsys: pytest.CaptureFixture,
     result = _cached_compare(capsys, base_pt, other_base_pt, five, tmp_path / "cache", out)
     assert_one_error_line(*result, "disk full while writing", str(out))
     assert not (out / "metrics.csv").exists()
-    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
 
 
 def _run_limited(args: list, tmp_path: Path, limit: int) -> subprocess.CompletedProcess:

@@ -10,8 +10,8 @@ import peft
 import pytest
 
 import repspace
-from repspace import comparison as compare_module
-from repspace.results import COLUMNS, CompareResult
+from repspace.analysis import cache as cache_module
+from repspace.results.compare import COLUMNS, CompareResult
 from repspace.store import StoreWriter
 from tests.conftest import make_peft
 
@@ -79,7 +79,7 @@ def test_stores_are_cached_by_fingerprint(base, base_pt, probe, tmp_path, monkey
     def fail(*args, **kwargs):
         raise AssertionError("capture ran although the store was cached")
 
-    monkeypatch.setattr(compare_module, "capture", fail)
+    monkeypatch.setattr(cache_module, "capture", fail)
     second = repspace.compare(base, [base_pt], **kwargs)
     assert second.records == first.records
     with pytest.raises(AssertionError, match="capture ran"):

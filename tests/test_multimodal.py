@@ -389,8 +389,8 @@ def test_loader_without_torchvision_keeps_the_class_name(tiny_qwen2vl_dir):
 
 
 def test_modality_options_are_part_of_the_cache_key(llava, image_probe, tmp_path):
+    from repspace.analysis.cache import store_path
     from repspace.capture.run import capture_settings
-    from repspace.comparison import store_path
 
     keys = {store_path(tmp_path, llava, image_probe, capture_settings(
         ["model.language_model.layers.0"], "mean", False, 128,

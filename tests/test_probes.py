@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from repspace.errors import FormatError, InputError, RepspaceError
-from repspace.probes import DEFAULT_PROBE, Probe, load_probe, text_id
+from repspace.probes import Probe, load_probe, text_id
 
 
 def sha16(text: str) -> str:

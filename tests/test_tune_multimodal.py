@@ -24,7 +24,7 @@ from repspace.errors import InputError
 from repspace.models.processors import image_prompt
 from repspace.tune import tune
 from repspace.tune.data import IGNORE, collate, encode_image_generation, read_jsonl
-from repspace.tune.methods import METHODS, MethodOptions
+from repspace.tune.methods import METHODS, parse_options
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220),
            "yellow": (230, 220, 20)}
@@ -316,7 +316,8 @@ def test_virtual_tokens_shift_positions_and_keep_images(method, vlm, task):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     base_positions, base_logits = _positions(base.model, inputs)
     built = METHODS[method].build(copy.deepcopy(base.model),
-                                  MethodOptions(prefix_tokens=P, prompt_tokens=P), "generation")
+                                  parse_options({"prefix_tokens": P, "prompt_tokens": P}),
+                                  "generation")
     positions, logits = _positions(built.module.eval(), inputs)
     length = inputs["input_ids"].shape[1]
     real = inputs["attention_mask"].bool()

@@ -17,12 +17,12 @@ import torch
 
 import repspace
 from repspace import metrics
+from repspace.analysis.weights import PROMPT_EMBEDDINGS, merged_parameters, weight_report
 from repspace.cli import main
 from repspace.models.adapters import BottleneckConfig, inject_bottleneck
 from repspace.models.tuned import bottleneck_part
 from repspace.probes import load_probe
-from repspace.weight_results import WEIGHT_COLUMNS, WeightReport
-from repspace.weightspace import PROMPT_EMBEDDINGS, merged_parameters, weight_report
+from repspace.results.weights import WEIGHT_COLUMNS, WeightReport
 from tests.conftest import make_peft
 
 FFN = "encoder.layer.2.intermediate.dense.weight"

@@ -38,7 +38,7 @@ from repspace.capture.tokens import pool, real_positions, split_tokens
 from repspace.errors import InputError
 from repspace.models import LoadedModel
 from repspace.models.processors import image_prompt
-from repspace.models.structure import part_of
+from repspace.models.structure import part_of, vlm_parts
 from repspace.probes import open_image
 
 MODALITIES = ("split", "all", "image", "text")
@@ -142,7 +142,8 @@ class ImageTextCapture:
         # The language-model head's logits are not captured: compute them for one position only.
         accepts = inspect.signature(loaded.backbone.forward).parameters
         self.forward_options = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
-        self.parts = {name: part_of(loaded.backbone, split_layer(name)[0]) for name in layers}
+        parts = vlm_parts(loaded.backbone)
+        self.parts = {name: part_of(split_layer(name)[0], parts) or "language" for name in layers}
         self.attrs: dict[str, dict[str, Any]] = {}
         for name, part in self.parts.items():
             for key, modality_name, selection in self._entries(name, part):

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from repspace.capture.hooks import collect
 from repspace.capture.layers import resolve_layers, split_layer
 from repspace.capture.multimodal import ImageTextCapture
+from repspace.capture.options import CaptureOptions
 from repspace.capture.shard import (
     WINDOW_BATCHES,
     shard_path,
@@ -20,24 +21,12 @@ from repspace.capture.shard import (
     window_order,
 )
 from repspace.capture.tokens import POOLINGS, pool, real_positions, split_tokens
-from repspace.distributed import World, init_world
 from repspace.errors import InputError
 from repspace.models import LoadedModel, load_model
 from repspace.probes import Probe, load_probe
 from repspace.store import StoreWriter, merge_stores
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when present, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda was asked for but no CUDA GPU is available")
-    return resolved
+from repspace.utils.device import resolve_device
+from repspace.utils.distributed import World, init_world
 
 
 def capture_settings(layers: list[str], pooling: str, tokens: bool, max_length: int,
@@ -59,12 +48,17 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int,
     return {k: v.to(device) for k, v in batch.items()}
 
 
+_DEFAULTS = CaptureOptions()
+
+
 def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = None, *,
-            out: str | Path, layers: str | list[str] = "blocks", pooling: str = "mean",
-            tokens: bool = False, batch_size: int = 32, max_length: int = 128,
-            device: str | torch.device = "auto", resume: bool = False,
+            out: str | Path, layers: str | list[str] = _DEFAULTS.layers,
+            pooling: str = _DEFAULTS.pooling, tokens: bool = False,
+            batch_size: int = _DEFAULTS.batch_size, max_length: int = _DEFAULTS.max_length,
+            device: str | torch.device = _DEFAULTS.device, resume: bool = False,
             progress: bool = True, shard: tuple[int, int] | None = None,
-            modality: str = "split", vision_tokens: str = "patches") -> Path:
+            modality: str = _DEFAULTS.modality,
+            vision_tokens: str = _DEFAULTS.vision_tokens) -> Path:
     """Run ``model`` over ``probe`` and write per-layer features to the HDF5 store ``out``.
 
     Parameters

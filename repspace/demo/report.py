@@ -188,7 +188,7 @@ def _html(result: Any, figures: dict[str, list[Path]]) -> str:
 
 def write_report(result: Any, out: Path, weights: Any) -> list[Path]:
     """Write ``report.md``, ``report.html`` and the figures (those of the
-    :class:`~repspace.weight_results.WeightReport` ``weights`` too) into ``out``."""
+    :class:`~repspace.results.weights.WeightReport` ``weights`` too) into ``out``."""
     figures = {**save_demo_figures(result, out / "figures"),
                **save_weight_figures(weights, out / "figures")}
     relative = {k: [p.relative_to(out) for p in v] for k, v in figures.items()}

@@ -4,8 +4,8 @@ metrics and statistics, and hand them to the report.
 
 Everything is cached under ``OUT/cache`` (checkpoints by training settings, feature stores by
 model and probe fingerprints), so a second run with the same settings only recomputes numbers.
-The weight-space analysis (:func:`repspace.weightspace.weight_report`) of the seed-0 checkpoints
-is written to ``OUT/weights.json`` and ``OUT/weights.csv``.
+The weight-space analysis (:func:`repspace.analysis.weights.weight_report`) of the seed-0
+checkpoints is written to ``OUT/weights.json`` and ``OUT/weights.csv``.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ import torch
 from tqdm import tqdm
 
 from repspace import metrics
+from repspace.analysis.cache import cached_capture
+from repspace.analysis.compare import pair_metrics, space_metrics
+from repspace.analysis.weights import weight_report
 from repspace.capture import resolve_layers
-from repspace.comparison import cached_capture, pair_metrics, space_metrics
 from repspace.demo.settings import ARMS, Arm, DemoSettings
 from repspace.errors import FormatError
 from repspace.models import LoadedModel, export_checkpoint, load_model
 from repspace.probes import Probe, iter_jsonl, load_probe
-from repspace.results import finite_json
+from repspace.results import WeightReport
 from repspace.store import FeatureStore
 from repspace.tune import tune
 from repspace.tune.data import read_jsonl
-from repspace.weight_results import WeightReport
-from repspace.weightspace import weight_report
+from repspace.utils.files import finite_json
 
 #: Matrices with a longer side (the 30,522 x 384 vocabulary embedding of full fine-tuning) get
 #: only their norms in the demo: their SVDs would cost more than all other matrices together.

@@ -5,6 +5,12 @@ everything is computed in float64. Bad inputs raise :class:`repspace.errors.Inpu
 Each function documents its formula, reference, direction and invariances.
 """
 
+from repspace.metrics.accumulators import (
+    CovarianceMoments,
+    GramMoments,
+    minibatch_cka,
+    minibatch_cka_matrix,
+)
 from repspace.metrics.alignment import principal_angles, procrustes_distance
 from repspace.metrics.cca import pwcca, svcca
 from repspace.metrics.cka import cka_matrix, linear_cka, rbf_cka
@@ -23,12 +29,6 @@ from repspace.metrics.stats import (
     mean_std,
     paired_permutation_test,
     permutation_test,
-)
-from repspace.metrics.streaming import (
-    CovarianceMoments,
-    GramMoments,
-    minibatch_cka,
-    minibatch_cka_matrix,
 )
 from repspace.metrics.weights import (
     Intruders,

@@ -20,26 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from repspace.errors import InputError
+from repspace.utils.device import resolve_device
 
 Device = Any  # None, a device string, or a torch.device
 
 
-def resolve_device(device: Device) -> Any:
-    """The torch device to compute on, or ``None`` for numpy (see the module docstring)."""
+def compute_device(device: Device) -> Any:
+    """The torch device to compute on, or ``None`` for numpy (see the module docstring; the
+    device names themselves are resolved by :func:`repspace.utils.device.resolve_device`)."""
     if device is None:
         return None
-    import torch
-
     if isinstance(device, str) and device == "auto":
+        import torch
+
         return torch.device("cuda") if torch.cuda.is_available() else None
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f'device must be None, "auto" or a torch device, got {device!r}.') from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU.")
-    return resolved
+    return resolve_device(device)
 
 
 def namespace(device: Any) -> Any:

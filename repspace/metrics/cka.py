@@ -28,8 +28,10 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import pdist, squareform
 
 from repspace.errors import InputError
-from repspace.metrics._backend import Device, resolve_device
+from repspace.metrics._backend import Device, compute_device
 from repspace.metrics._validate import as_matrix, centered, check_layers, check_pair, unit_norm
+from repspace.metrics.accumulators import moments_of
+from repspace.metrics.hsic import center_gram, cka_from_hsic, feature_path_cheaper
 
 _DEBIASED_WHY = " for the debiased HSIC estimator"
 
@@ -71,7 +73,7 @@ def linear_cka(X: ArrayLike, Y: ArrayLike, *, debiased: bool = False) -> float:
     Y = as_matrix(Y, "Y", min_rows=min_rows, why=why)
     check_pair(X, Y)
     xs, ys = [_prepare(X, "X")], [_prepare(Y, "Y")]
-    return float(_cka_from_hsic(*_linear_hsic(xs, ys, debiased), ["X"], ["Y"])[0, 0])
+    return float(cka_from_hsic(*_linear_hsic(xs, ys, debiased), ["X"], ["Y"])[0, 0])
 
 
 def rbf_cka(X: ArrayLike, Y: ArrayLike, *, threshold: float = 1.0, debiased: bool = False) -> float:
@@ -113,11 +115,11 @@ def rbf_cka(X: ArrayLike, Y: ArrayLike, *, threshold: float = 1.0, debiased: boo
     check_pair(X, Y)
     if not (isinstance(threshold, Real) and np.isfinite(threshold) and threshold > 0):
         raise InputError(f"threshold must be a positive finite number, got {threshold}.")
-    K = _center_gram(_rbf_gram(X, threshold, "X"), debiased)
-    L = _center_gram(_rbf_gram(Y, threshold, "Y"), debiased)
+    K = center_gram(_rbf_gram(X, threshold, "X"), debiased)
+    L = center_gram(_rbf_gram(Y, threshold, "Y"), debiased)
     hsic = np.array([[np.vdot(K, L)]])
     hx, hy = np.array([np.vdot(K, K)]), np.array([np.vdot(L, L)])
-    return float(_cka_from_hsic(hsic, hx, hy, ["X"], ["Y"])[0, 0])
+    return float(cka_from_hsic(hsic, hx, hy, ["X"], ["Y"])[0, 0])
 
 
 def cka_matrix(
@@ -148,7 +150,7 @@ def cka_matrix(
     device : None, "auto" or a torch device
         ``None``: numpy on the CPU. ``"auto"`` (default): torch on CUDA when a GPU is present,
         else numpy. A torch device (``"cpu"``, ``"cuda"``): the products run there through
-        torch, in float64, via :func:`repspace.metrics.streaming.moments_of`.
+        torch, in float64, via :func:`repspace.metrics.accumulators.moments_of`.
 
     Returns
     -------
@@ -163,13 +165,10 @@ def cka_matrix(
     ynames = [f"Ys[{j}]" for j in range(len(ys))]
     xs = [_prepare(M, name) for M, name in zip(xs, xnames, strict=True)]
     ys = [_prepare(M, name) for M, name in zip(ys, ynames, strict=True)]
-    torch_device = resolve_device(device)
+    torch_device = compute_device(device)
     if torch_device is not None:
-        # Imported here: the streaming accumulators build on this module's helpers.
-        from repspace.metrics.streaming import moments_of
-
         return moments_of(xs, ys, device=torch_device).cka(debiased)
-    return _cka_from_hsic(*_linear_hsic(xs, ys, debiased), xnames, ynames)
+    return cka_from_hsic(*_linear_hsic(xs, ys, debiased), xnames, ynames)
 
 
 def _prepare(X: np.ndarray, name: str, metric: str = "CKA") -> np.ndarray:
@@ -191,21 +190,9 @@ def _linear_hsic(
             np.array([_feature_hsic([M], [M], debiased)[0, 0] for M in xs]),
             np.array([_feature_hsic([M], [M], debiased)[0, 0] for M in ys]),
         )
-    ex = np.stack([_center_gram(M @ M.T, debiased).ravel() for M in xs])
-    ey = np.stack([_center_gram(M @ M.T, debiased).ravel() for M in ys])
+    ex = np.stack([center_gram(M @ M.T, debiased).ravel() for M in xs])
+    ey = np.stack([center_gram(M @ M.T, debiased).ravel() for M in ys])
     return ex @ ey.T, np.einsum("ij,ij->i", ex, ex), np.einsum("ij,ij->i", ey, ey)
-
-
-def feature_path_cheaper(n: int, dims_x: Sequence[int], dims_y: Sequence[int]) -> bool:
-    """Whether feature cross-products (d x d) need fewer operations than n x n Gram matrices.
-
-    Feature path: n (D_x D_y + sum_i d_i^2) for the cross and self products; Gram path:
-    n^2 (D_x + D_y + L_x L_y) for the Grams and the products of their flattened stacks.
-    """
-    dx, dy = sum(dims_x), sum(dims_y)
-    feature_cost = n * (dx * dy + sum(d**2 for d in [*dims_x, *dims_y]))
-    gram_cost = n * n * (dx + dy + len(dims_x) * len(dims_y))
-    return feature_cost <= gram_cost
 
 
 def _feature_hsic(xs: list[np.ndarray], ys: list[np.ndarray], debiased: bool) -> np.ndarray:
@@ -232,25 +219,6 @@ def _block_starts(mats: list[np.ndarray]) -> np.ndarray:
     return np.cumsum([0] + [M.shape[1] for M in mats[:-1]])
 
 
-def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
-    """H K H (biased), or the U-centred K of Szekely & Rizzo 2014 (debiased).
-
-    U-centring: U_ij = K_ij - (R_i + R_j) / (n - 2) + sum(R) / ((n - 1)(n - 2)) for i != j and
-    U_ii = 0, with R the row sums of K with zeroed diagonal. Then <U(K), U(L)> / (n(n-3)) is
-    the unbiased HSIC_1 of Song et al. 2012.
-    """
-    if not debiased:
-        K = K - K.mean(axis=0)
-        return K - K.mean(axis=1, keepdims=True)
-    n = K.shape[0]
-    K = K.copy()
-    np.fill_diagonal(K, 0.0)
-    rows = K.sum(axis=1)
-    U = K - (rows[:, None] + rows[None, :]) / (n - 2) + rows.sum() / ((n - 1) * (n - 2))
-    np.fill_diagonal(U, 0.0)
-    return U
-
-
 def _rbf_gram(X: np.ndarray, threshold: float, name: str) -> np.ndarray:
     """Gaussian kernel matrix with sigma^2 = threshold^2 * median squared distance (i < j).
 
@@ -264,24 +232,3 @@ def _rbf_gram(X: np.ndarray, threshold: float, name: str) -> np.ndarray:
             "coincide): the RBF bandwidth is undefined."
         )
     return np.exp(-squareform(sq_dists) / (2 * threshold**2 * median)) / X.shape[0]
-
-
-def _cka_from_hsic(
-    hsic: np.ndarray, hx: np.ndarray, hy: np.ndarray, xnames: list[str], ynames: list[str]
-) -> np.ndarray:
-    """CKA_ij = hsic_ij / sqrt(hx_i hy_j), after checking that no self-HSIC is zero.
-
-    The Gram matrices have ||K||_F <= 1, so self-HSIC values below 1e-12 are rounding noise.
-    The debiased self-HSIC is a squared norm too (of the U-centred Gram), hence never negative;
-    it vanishes e.g. when all samples but one coincide.
-    """
-    for h, names in ((hx, xnames), (hy, ynames)):
-        bad = np.flatnonzero(h <= 1e-12)
-        if bad.size:
-            name = names[bad[0]]
-            raise InputError(
-                f"The HSIC of {name} with itself is zero, so CKA is undefined: {name} is nearly "
-                "constant or, with debiased=True, too degenerate for the unbiased estimator "
-                "(e.g. all samples but one coincide)."
-            )
-    return hsic / np.sqrt(np.outer(hx, hy))

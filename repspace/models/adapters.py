@@ -339,33 +339,35 @@ def _model_types(model: nn.Module) -> list[str]:
 
 
 def default_targets(model: nn.Module, placement: str = "serial") -> list[str]:
-    """The default :attr:`BottleneckConfig.targets` of ``model`` for ``placement``.
+    """The default :attr:`BottleneckConfig.targets` of ``model`` for ``placement``: those of its
+    ``config.model_type`` (:data:`DEFAULT_TARGETS`), or for a type without defaults (e.g. the
+    language model of a vision-language model, ``qwen2_vl_text``) the first known target set
+    whose modules all exist in the model's blocks.
 
     Raises
     ------
     InputError
-        If the model's ``config.model_type`` has no known default.
+        If no known target set fits the model's blocks.
     """
     if placement not in PLACEMENTS:
         raise InputError(f"unknown adapter placement {placement!r}; "
                          f"choose one of: {', '.join(PLACEMENTS)}")
     types = _model_types(model)
     known = next((t for t in types if t in DEFAULT_TARGETS), None)
-    if known is None:
-        shown = types[0] if types else "unknown"
-        raise InputError(f"no default bottleneck adapter targets for model type {shown!r}: pass "
-                         f"targets (module paths relative to each block, e.g. "
-                         f"['self_attn.o_proj', 'mlp.down_proj']); known model types: "
-                         f"{', '.join(sorted(DEFAULT_TARGETS))}")
+    candidates = (DEFAULT_TARGETS[known][placement] if known is not None else
+                  list({tuple(c): c for d in DEFAULT_TARGETS.values()
+                        for c in d[placement]}.values()))
     block = model.get_submodule(block_stack(model))[0]
     names = {n for n, _ in block.named_modules()}
-    candidates = DEFAULT_TARGETS[known][placement]
     for targets in candidates:
         wanted = [part for t in targets for part in _split_target(t, placement) if part]
         if all(w in names for w in wanted):
             return list(targets)
-    raise InputError(f"the blocks of this {known!r} model have none of the default adapter "
-                     f"targets {candidates}: pass targets explicitly")
+    shown = known or (types[0] if types else "unknown")
+    raise InputError(f"no default bottleneck adapter targets fit the blocks of this {shown!r} "
+                     f"model: pass targets (module paths relative to each block, e.g. "
+                     f"['self_attn.o_proj', 'mlp.down_proj']); known model types: "
+                     f"{', '.join(sorted(DEFAULT_TARGETS))}")
 
 
 def _linear_dims(module: nn.Module) -> tuple[int, int] | None:

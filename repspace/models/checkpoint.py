@@ -16,7 +16,6 @@ processor, chat template), ``state_dict``,
 
 from __future__ import annotations
 
-import os
 import pickle
 import pickletools
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from repspace.errors import FormatError
+from repspace.utils.files import atomic_path
 
 FORMAT = "repspace-checkpoint"
 FORMAT_VERSION = 1
@@ -39,30 +39,18 @@ _REQUIRED = {
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically: a killed or failed write never leaves a
-    partial file under that name.
-
-    The file is written under a temporary name, synced to disk and renamed. A failed write (a
-    full disk, a file size limit) removes the temporary file and raises :class:`OSError` with the
-    errno of the failure and ``filename`` set to ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as file:
+    """``torch.save(obj)`` to ``path`` atomically and synced to disk (see
+    :func:`repspace.utils.files.atomic_path`): a killed or failed write never leaves a partial
+    file under that name, and a failure raises :class:`OSError` naming ``path``."""
+    with atomic_path(path, sync=True) as tmp, open(tmp, "wb") as file:
+        try:  # through a Python file object, so that a failed write raises its OSError
             torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
-        # torch.save reports a failed write as a RuntimeError raised while handling the OSError.
-        cause = exc if isinstance(exc, OSError) else exc.__context__
-        if not isinstance(cause, OSError):
+        except RuntimeError as exc:
+            # torch.save reports a failed write as a RuntimeError raised while handling it
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from exc
             raise
-        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from exc
-    return path
+    return Path(path)
 
 
 def write_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:

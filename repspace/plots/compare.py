@@ -1,9 +1,9 @@
-"""Figures of a :class:`~repspace.results.CompareResult` (no metric is computed here)."""
+"""Figures of a :class:`~repspace.results.compare.CompareResult` (no metric is computed here)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,7 +18,9 @@ from repspace.plots.style import (
     save,
     short_layer,
 )
-from repspace.results import COLUMNS, CompareResult
+
+if TYPE_CHECKING:
+    from repspace.results import CompareResult
 
 _LABELS = {
     "cka": "Linear CKA to base",
@@ -41,8 +43,8 @@ def plot_metric_by_layer(result: CompareResult, key: str, *, ax: Any = None,
                          base_key: str | None = None) -> Any:
     """One line per tuned model of metric ``key`` across layers (plus the base, if
     ``base_key`` names its column). Returns the figure."""
-    if key not in COLUMNS:
-        raise KeyError(f"unknown metric {key!r}; metrics: {', '.join(COLUMNS)}")
+    if key not in result.columns:
+        raise KeyError(f"unknown metric {key!r}; metrics: {', '.join(result.columns)}")
     with paper_style():
         fig, ax = _axes(ax)
         x = np.arange(len(result.layers))
@@ -94,7 +96,7 @@ def plot_cka_heatmaps(result: CompareResult) -> Any:
 
 def plot_by_modality(result: CompareResult, key: str, *, base_key: str | None = None) -> Any:
     """Metric ``key`` by layer, one panel per modality of the records (image+text probes:
-    ``image``, ``text``, ``all``; see :meth:`~repspace.results.CompareResult.for_modality`).
+    ``image``, ``text``, ``all``; see :meth:`~repspace.results.compare.CompareResult.for_modality`).
     Returns the figure."""
     modalities = result.modalities
     with paper_style():

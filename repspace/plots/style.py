@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from repspace.utils.files import write_atomic
 
 #: Okabe & Ito (2008) colour-blind-safe palette; the base model is always drawn in black.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -101,11 +102,7 @@ def save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.{ext}" for ext in ("png", "pdf")]
     for path in paths:  # through a temporary name: a failed write leaves no truncated figure
-        tmp = path.with_name(f".{path.name}.partial")
-        try:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=RC["savefig.dpi"], bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, lambda tmp, ext=path.suffix[1:]: fig.savefig(
+            tmp, format=ext, dpi=RC["savefig.dpi"], bbox_inches="tight"))
     plt.close(fig)
     return paths

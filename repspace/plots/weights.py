@@ -1,4 +1,4 @@
-"""Figures of a :class:`~repspace.weight_results.WeightReport` (no metric is computed here)."""
+"""Figures of a :class:`~repspace.results.weights.WeightReport` (no metric is computed here)."""
 
 from __future__ import annotations
 

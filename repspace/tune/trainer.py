@@ -25,8 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from repspace.capture.run import resolve_device
-from repspace.distributed import World, init_world
 from repspace.errors import FormatError, InputError
 from repspace.models import LoadedModel, load_model, save_tuned_checkpoint
 from repspace.models.checkpoint import save_atomic
@@ -43,11 +41,17 @@ from repspace.tune.data import (
 from repspace.tune.methods import (
     METHODS,
     Built,
+    Method,
     MethodOptions,
+    build_stage2,
     get_method,
-    pt_peft_stage2,
+    parse_options,
 )
+from repspace.tune.methods.options import PtPeftOptions
+from repspace.tune.options import TrainOptions
 from repspace.tune.tasks import Classifier, Generator
+from repspace.utils.device import resolve_device
+from repspace.utils.distributed import World, init_world
 
 METRICS = {"classification": "accuracy", "generation": "exact_match"}
 
@@ -255,13 +259,14 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
     bar.close()
 
 
-def _save(built: Built, model: nn.Module, base: LoadedModel, out: Path, method: str,
+def _save(built: Built, model: nn.Module, base: LoadedModel, out: Path, method: Method,
           options: MethodOptions, training: dict[str, Any], task: str,
           labels: list[str]) -> None:
     head = {k.removeprefix("head."): v for k, v in model.state_dict().items()
             if k.startswith("head.")}
-    save_tuned_checkpoint(built.parts(), base, out, method=method,
-                          method_config=options.to_dict(), training=training, head=head,
+    save_tuned_checkpoint(built.parts(), base, out, method=method.name,
+                          method_config=options.to_dict(method.groups), training=training,
+                          head=head,
                           task={"type": task, "labels": labels, "pooling": "mean",
                                 "max_length": training["max_length"]})
 
@@ -300,22 +305,32 @@ def _copy_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value)
 
 
+_DEFAULTS = TrainOptions()
+
+
 def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
-         out: str | Path, task: str = "classification", eval_data: str | Path | None = None,
-         epochs: int = 3, lr: float | None = None, batch_size: int = 16, grad_accum: int = 1,
-         seed: int = 0, device: str = "auto", max_length: int = 128,
-         warmup_ratio: float = 0.06, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
-         head_lr: float = 1e-3, dropout: float | None = None, save_every: int = 0,
+         out: str | Path, task: str = _DEFAULTS.task, eval_data: str | Path | None = None,
+         epochs: int = _DEFAULTS.epochs, lr: float | None = _DEFAULTS.lr,
+         batch_size: int = _DEFAULTS.batch_size, grad_accum: int = _DEFAULTS.grad_accum,
+         seed: int = _DEFAULTS.seed, device: str = _DEFAULTS.device,
+         max_length: int = _DEFAULTS.max_length, warmup_ratio: float = _DEFAULTS.warmup_ratio,
+         weight_decay: float = _DEFAULTS.weight_decay,
+         max_grad_norm: float = _DEFAULTS.max_grad_norm, head_lr: float = _DEFAULTS.head_lr,
+         dropout: float | None = _DEFAULTS.dropout, save_every: int = _DEFAULTS.save_every,
          resume: bool = False, progress: bool = True, peft_folder: bool = True,
-         options: MethodOptions | None = None, **option_values: Any) -> TuneResult:
+         **option_values: Any) -> TuneResult:
     """Tune ``base`` with ``method`` on a task and write the tuned checkpoint ``out``.
+
+    The training keywords and their defaults are those of
+    :class:`~repspace.tune.options.TrainOptions` (checked against its constraints).
 
     Parameters
     ----------
     method:
         One of :data:`~repspace.tune.methods.METHODS` (``full``, ``lora``, ``dora``, ``adapter``,
         ``parallel-adapter``, ``prefix``, ``prompt``, ``ia3``, ``bitfit``, ``linear-probe``,
-        ``connector``, ``pt-peft``).
+        ``connector``, ``pt-peft``); case-insensitive, usual spellings such as ``LoRA`` or
+        ``prefix-tuning`` accepted.
     task:
         ``classification`` (JSONL ``text``, ``label``; accuracy) or ``generation`` (JSONL
         ``prompt``, ``answer``; loss on answer tokens; exact match). For a vision-language
@@ -331,21 +346,20 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         Also save the resumable state every N optimizer steps (it is saved after every epoch).
     resume:
         Continue from the state saved next to ``out`` by an interrupted run.
-    options, option_values:
-        Method options (:class:`~repspace.tune.methods.MethodOptions`), e.g. ``lora_r=16``, or
-        ``include=["connector", "vision"]`` to tune those parts of a vision-language model
-        too (methods apply to its language model only by default).
+    option_values:
+        Method options as flat keywords of the groups of :mod:`repspace.tune.methods.options`,
+        e.g. ``lora_r=16``, ``prefix_tokens=20``, or ``include=["connector", "vision"]`` to tune
+        those parts of a vision-language model too (methods apply to its language model only
+        by default).
 
     On CPU with a fixed seed a run is reproducible bit for bit. Returns a :class:`TuneResult`.
     """
     spec = get_method(method)
-    options = options or MethodOptions()
-    for key, value in option_values.items():
-        if not hasattr(options, key):
-            raise InputError(f"unknown method option {key!r}")
-        setattr(options, key, value)
-    if epochs < 1 or batch_size < 1 or grad_accum < 1:
-        raise InputError("epochs, batch_size and grad_accum must be positive")
+    options = parse_options(option_values)
+    TrainOptions(task=task, epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
+                 grad_accum=grad_accum, seed=seed, device=device, max_length=max_length,
+                 warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+                 max_grad_norm=max_grad_norm, dropout=dropout, save_every=save_every)
     out = Path(out)
     if out.suffix != ".pt":
         raise InputError(f"checkpoint file name must end in .pt: {out}")
@@ -392,26 +406,28 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         built = builder(model, options, task)
         return built, _task_model(built, base, task, labels).to(dev)
 
-    if method == "pt-peft":
-        stage1_epochs = options.stage1_epochs or epochs
-        stage1_lr = options.stage1_lr or METHODS["prefix"].lr
+    if spec.name == "pt-peft":
+        pt = options[PtPeftOptions]
+        stage1_epochs = pt.stage1_epochs or epochs
+        stage1_lr = pt.stage1_lr or METHODS["prefix"].lr
         built, model = build(METHODS["prefix"].build)
         if state is None or state["stage"] == 1:
             train_stage(model, setup, stage=1, epochs=stage1_epochs, lr=stage1_lr,
                         resume_state=state, history=history)
             if world.is_main:
-                _save(built, model, base, out.with_name(out.stem + ".stage1.pt"), "prefix",
+                _save(built, model, base, out.with_name(out.stem + ".stage1.pt"),
+                      METHODS["prefix"],
                       options, {**training(stage1_epochs, stage1_lr), "stage": 1}, task, labels)
         prefix = peft.get_peft_model_state_dict(built.peft_model)
         included = {k: v for part in built.parts() if part.kind == "weights"
                     for k, v in part.state.items()}
         head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
-        built, model = build(pt_peft_stage2)
+        built, model = build(build_stage2)
         peft.set_peft_model_state_dict(built.peft_model, prefix)
         _copy_weights(built.peft_model.get_base_model(), included)
         model.load_state_dict(head, strict=False)
         train_stage(model, setup, stage=2, epochs=epochs,
-                    lr=lr or METHODS[options.second].lr,
+                    lr=lr or METHODS[pt.second].lr,
                     resume_state=state, history=history)
     else:
         built, model = build(spec.build)
@@ -428,8 +444,8 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         summary = {**training(epochs, lr or spec.lr), "final_metric": final,
                    "history": history, "trainable_params": method_params,
                    "head_params": head_params, "total_params": total}
-        _save(built, model, base, out, method, options, summary, task, labels)
-        if peft_folder and built.peft_model is not None and method != "pt-peft":
+        _save(built, model, base, out, spec, options, summary, task, labels)
+        if peft_folder and built.peft_model is not None and spec.name != "pt-peft":
             peft_dir = out.with_name(out.stem + "_peft")
             built.peft_model.save_pretrained(str(peft_dir))
         setup.state_path.unlink(missing_ok=True)
@@ -438,4 +454,4 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
                       head_params, total, history, model.eval())
 
 
-__all__ = ["METHODS", "MethodOptions", "TuneResult", "evaluate", "tune"]
+__all__ = ["TuneResult", "evaluate", "tune"]

@@ -1,7 +1,7 @@
 """Exact metrics between two feature stores, read chunk by chunk in bounded memory.
 
 ``stream_metrics`` reads the pooled features of two stores (e.g. a base and a tuned model on
-the same probe set) and feeds the accumulators of :mod:`repspace.metrics.streaming`:
+the same probe set) and feeds the accumulators of :mod:`repspace.metrics.accumulators`:
 
 - covariance path (n >= the widest layer): row chunks of ``chunk_rows`` samples, one pass over
   each store. Memory: the chunk plus 8 (D_a D_b + sum_l d_l^2) bytes of moments, with D_a, D_b
@@ -21,84 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from repspace.errors import InputError
 from repspace.metrics._backend import Device
-from repspace.metrics.streaming import CovarianceMoments, GramMoments
-from repspace.results import csv_text, fixed_width, fmt, json_text
+from repspace.metrics.accumulators import CovarianceMoments, GramMoments
+from repspace.results.stream import StreamResult
 from repspace.store import FeatureStore, check_aligned
-
-#: Columns of :meth:`StreamResult.rows`, the table and the CSV.
-ROW_COLUMNS = ("layer", "cka", "cka_debiased", "procrustes", "effective_rank_a",
-               "effective_rank_b")
-
-
-@dataclass
-class StreamResult:
-    """Metrics of two stores computed by :func:`stream_metrics`.
-
-    ``cka`` and ``cka_debiased`` are (layers, layers) linear CKA matrices (rows: store A's
-    layers, columns: store B's; biased and unbiased HSIC). Per layer name: ``procrustes`` (the
-    Euclidean orthogonal Procrustes distance between A and B), ``singular_values_a/_b`` (of the
-    centred features) and ``effective_rank_a/_b``.
-    """
-
-    layers: list[str]
-    n: int
-    path: str
-    cka: np.ndarray
-    cka_debiased: np.ndarray
-    procrustes: dict[str, float] = field(default_factory=dict)
-    effective_rank_a: dict[str, float] = field(default_factory=dict)
-    effective_rank_b: dict[str, float] = field(default_factory=dict)
-    singular_values_a: dict[str, np.ndarray] = field(default_factory=dict)
-    singular_values_b: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain lists and floats, ready for ``json.dump``."""
-        return {
-            "layers": self.layers, "n": self.n, "path": self.path,
-            "cka": self.cka.tolist(), "cka_debiased": self.cka_debiased.tolist(),
-            "procrustes": self.procrustes,
-            "effective_rank_a": self.effective_rank_a, "effective_rank_b": self.effective_rank_b,
-            "singular_values_a": {k: v.tolist() for k, v in self.singular_values_a.items()},
-            "singular_values_b": {k: v.tolist() for k, v in self.singular_values_b.items()},
-        }
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One dict per layer: CKA (biased, debiased) of A and B at that layer, Procrustes,
-        effective ranks."""
-        return [{"layer": name, "cka": float(self.cka[i, i]),
-                 "cka_debiased": float(self.cka_debiased[i, i]),
-                 "procrustes": self.procrustes[name],
-                 "effective_rank_a": self.effective_rank_a[name],
-                 "effective_rank_b": self.effective_rank_b[name]}
-                for i, name in enumerate(self.layers)]
-
-    def table(self) -> str:
-        """:meth:`rows` as a plain-text table."""
-        header = list(ROW_COLUMNS)
-        return fixed_width(header, [[fmt(r[c]) for c in header] for r in self.rows()])
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        """:meth:`rows` as CSV; also written to ``path`` if given."""
-        return csv_text(self.rows(), ROW_COLUMNS, path)
-
-    def save(self, out: str | Path) -> list[Path]:
-        """``stream_metrics.json`` (everything, NaN as null) and ``stream_metrics.csv`` (one
-        row per layer) in the folder ``out``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [out / "stream_metrics.json", out / "stream_metrics.csv"]
-        json_text(self.to_dict(), paths[0])
-        self.to_csv(paths[1])
-        return paths
 
 
 def stream_metrics(store_a: str | Path | FeatureStore, store_b: str | Path | FeatureStore, *,

@@ -21,11 +21,12 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from tqdm import tqdm
 
 from repspace import metrics
+from repspace.analysis.naming import model_names
+from repspace.analysis.options import WeightOptions
 from repspace.errors import InputError, MismatchError
 from repspace.models import LoadedModel, load_model
 from repspace.models.structure import block_stack
-from repspace.results import ModelInfo
-from repspace.weight_results import WeightReport
+from repspace.results import ModelInfo, WeightReport
 
 #: Name under which the virtual-token embeddings of prefix / prompt tuning are reported.
 PROMPT_EMBEDDINGS = "prompt_embeddings"
@@ -131,10 +132,14 @@ def _changes(label: str, model: LoadedModel, base: dict[str, torch.Tensor], stac
                                                       unit="tensor", disable=not progress)]
 
 
+_DEFAULTS = WeightOptions()
+
+
 def weight_report(base: LoadedModel | str | Path,
                   tuned: Sequence[LoadedModel | str | Path], *,
-                  names: Sequence[str] | None = None, k: int = 10, epsilon: float = 0.5,
-                  top: int = 10, energy: float = 0.9, max_dim: int | None = None,
+                  names: Sequence[str] | None = None, k: int = _DEFAULTS.k,
+                  epsilon: float = _DEFAULTS.epsilon, top: int = _DEFAULTS.top,
+                  energy: float = _DEFAULTS.energy, max_dim: int | None = _DEFAULTS.max_dim,
                   out: str | Path | None = None, progress: bool = True) -> WeightReport:
     """Weight-space changes of each tuned model against ``base``; needs no data.
 
@@ -170,7 +175,6 @@ def weight_report(base: LoadedModel | str | Path,
     >>> report = weight_report("base.pt", ["lora.pt", "full.pt"])     # doctest: +SKIP
     >>> print(report.table())                                         # doctest: +SKIP
     """
-    from repspace.comparison import model_names
 
     if not tuned:
         raise InputError("give at least one tuned model to compare with the base")

@@ -21,7 +21,7 @@ Crash safety (a capture killed at any moment, SIGKILL included)
     (the attributes above) and segment files ``seg-<start>-<stop>.h5`` of consecutive samples.
     Each segment is written to a temporary name, closed and then renamed: a rename is atomic, so
     a segment file that exists is whole, and a kill loses at most the segment being written.
-    ``x.h5`` itself is written only at the end: the segments are copied into ``x.h5.tmp``, the
+    ``x.h5`` itself is written only at the end: the segments are copied into ``.x.h5.tmp``, the
     data are flushed, then ``complete`` is set, the file is fsynced and renamed to ``x.h5``.
     So ``x.h5`` never exists unfinished, readers never open a file that is being written, and
     HDF5's own state after a kill (not crash-consistent) never matters. Resuming keeps the
@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ import h5py
 import numpy as np
 
 from repspace.errors import FormatError, InputError, MismatchError
+from repspace.utils.files import write_atomic
 from repspace.version import __version__
 
 FORMAT = "repspace-features"
@@ -109,21 +109,6 @@ def partial_progress(path: str | Path) -> tuple[int, int] | None:
     return (kept[-1][1] if kept else 0), int(header["attrs"]["n_expected"])
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary name, so that it exists only once whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _store_attrs(meta: Mapping[str, Any], layers: Sequence[str], tokens: bool) -> dict[str, Any]:
     """The root attributes of a new store from a capture's ``meta``."""
     attrs = {
@@ -146,7 +131,7 @@ class StoreWriter:
     While the capture runs, ``<path>.partial/`` holds a small JSON header and one HDF5 segment
     file per :meth:`append` call (named by its sample range, written under a temporary name and
     renamed into place once closed: a segment that exists is whole). :meth:`finish` concatenates
-    the segments into ``<path>.tmp``, sets ``complete`` after the data is flushed, fsyncs and
+    the segments into ``.<path>.tmp``, sets ``complete`` after the data is flushed, fsyncs and
     renames it to ``path``, then removes the folder. ``path`` therefore never exists unfinished.
 
     Parameters
@@ -189,7 +174,7 @@ class StoreWriter:
             if self.folder.exists():
                 shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
-            _write_atomic(header, lambda tmp: tmp.write_text(json.dumps(
+            write_atomic(header, lambda tmp: tmp.write_text(json.dumps(
                 {"attrs": self.attrs, "layers": self.layers}, default=_plain)))
         self.segments: list[tuple[int, int, Path]] = []
         if not self.finished:
@@ -255,7 +240,7 @@ class StoreWriter:
                                            if b else np.zeros((0, data.shape[1]), np.float32))
 
         segment = self.folder / f"seg-{start:012d}-{start + b:012d}.h5"
-        _write_atomic(segment, write)
+        write_atomic(segment, write)
         self.segments.append((start, start + b, segment))
         self.n_written = start + b
 
@@ -298,7 +283,7 @@ def _chunk_rows(dim: int, rows: int) -> int:
 def _concatenate(out: Path, attrs: Mapping[str, Any], layers: Mapping[str, Mapping[str, Any]],
                  sources: Sequence[Path], tokens: bool) -> None:
     """Write the store ``out`` from ``sources`` (segments or stores with the same layers, in
-    sample order), through ``<out>.tmp``: ``complete`` is set only after the data is flushed,
+    sample order), through ``.<out>.tmp``: ``complete`` is set only after the data is flushed,
     and the file is fsynced before it is renamed to ``out``."""
     sizes: list[tuple[int, dict[str, int]]] = []
     dims: dict[str, int] = {}
@@ -354,9 +339,8 @@ def _concatenate(out: Path, attrs: Mapping[str, Any], layers: Mapping[str, Mappi
                 row += n
             f.flush()
             f.attrs["complete"] = True
-        _fsync(tmp)
 
-    _write_atomic(out, write)
+    write_atomic(out, write, sync=True)
 
 
 def merge_stores(shards: Sequence[str | Path], out: str | Path) -> Path:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,60 +10,16 @@ import numpy as np
 from tqdm import tqdm
 
 from repspace import metrics
-from repspace.capture import capture, resolve_layers
-from repspace.capture.run import capture_settings
-from repspace.errors import FormatError, InputError
+from repspace.analysis.cache import cached_capture, default_cache_dir
+from repspace.analysis.naming import model_names
+from repspace.analysis.weights import weight_report
+from repspace.capture import resolve_layers
+from repspace.capture.options import CaptureOptions
+from repspace.errors import InputError
 from repspace.models import LoadedModel, load_model
 from repspace.probes import Probe, load_probe
 from repspace.results import CompareResult, ModelInfo
 from repspace.store import FeatureStore, check_aligned
-from repspace.weightspace import weight_report
-
-
-def default_cache_dir() -> Path:
-    """Where cached feature stores live: ``$REPSPACE_CACHE`` or ``~/.cache/repspace``."""
-    return Path(os.environ.get("REPSPACE_CACHE", Path.home() / ".cache" / "repspace"))
-
-
-def store_path(cache_dir: Path, model: LoadedModel, probe: Probe, settings: dict) -> Path:
-    """The cache file of ``model`` on ``probe`` under ``settings``."""
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir / "stores" / f"{model.fingerprint[:16]}-{probe.fingerprint[:12]}-{key}.h5"
-
-
-def cached_capture(model: LoadedModel, probe: Probe, *, cache_dir: Path, layers: list[str],
-                   pooling: str, tokens: bool, max_length: int, batch_size: int, device: str,
-                   progress: bool, modality: str = "split",
-                   vision_tokens: str = "patches") -> Path:
-    """Capture ``model`` unless a complete store with the same key is cached (an interrupted
-    one is resumed). ``modality`` and ``vision_tokens`` apply to image+text probes."""
-    image_text = ({"modality": modality, "vision_tokens": vision_tokens}
-                  if probe.images is not None else None)
-    path = store_path(cache_dir, model, probe,
-                      capture_settings(layers, pooling, tokens, max_length, image_text))
-    if path.exists():
-        try:
-            with FeatureStore(path):
-                return path
-        except FormatError:
-            pass
-    return capture(model, probe, out=path, layers=layers, pooling=pooling, tokens=tokens,
-                   batch_size=batch_size, max_length=max_length, device=device,
-                   resume=True, progress=progress, modality=modality,
-                   vision_tokens=vision_tokens)
-
-
-def model_names(sources: Sequence[str | Path | LoadedModel]) -> list[str]:
-    """Display names of models: their file stems, made unique (never ``base``)."""
-    names: list[str] = []
-    for source in sources:
-        text = source.source if isinstance(source, LoadedModel) else str(source)
-        stem = Path(text.rstrip("/")).stem or text
-        name, i = stem, 2
-        while name in names or name == "base":
-            name, i = f"{stem}-{i}", i + 1
-        names.append(name)
-    return names
 
 
 def space_metrics(pooled: np.ndarray,
@@ -98,13 +51,17 @@ def pair_metrics(base: np.ndarray, tuned: np.ndarray, *, k: int) -> dict[str, fl
     }
 
 
+_CAPTURE = CaptureOptions()
+
+
 def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | Path], *,
-            data: Probe | str | Path | None = None, layers: str | list[str] = "blocks",
-            pooling: str = "mean", tokens: bool = True, k: int = 10, limit: int | None = None,
-            batch_size: int = 32, max_length: int = 128, device: str = "auto",
+            data: Probe | str | Path | None = None, layers: str | list[str] = _CAPTURE.layers,
+            pooling: str = _CAPTURE.pooling, tokens: bool = True, k: int = 10,
+            limit: int | None = None, batch_size: int = _CAPTURE.batch_size,
+            max_length: int = _CAPTURE.max_length, device: str = _CAPTURE.device,
             cache_dir: str | Path | None = None, out: str | Path | None = None,
-            weights: bool = True, progress: bool = True, modality: str = "split",
-            vision_tokens: str = "patches") -> CompareResult:
+            weights: bool = True, progress: bool = True, modality: str = _CAPTURE.modality,
+            vision_tokens: str = _CAPTURE.vision_tokens) -> CompareResult:
     """Compare each tuned model with ``base``, layer by layer, on one probe set.
 
     Each model is captured once per (model, probe, settings) and the store is cached under
@@ -113,7 +70,7 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     orthogonal Procrustes distance and mutual k-NN overlap; plus last-layer spectra and
     layer x layer CKA matrices. With ``weights``, the tuned checkpoints (models applied onto
     ``base``: tuned ``.pt`` files, PEFT folders) also get the weight-space analysis of
-    :func:`repspace.weightspace.weight_report` in ``result.weights``. With ``out``, writes
+    :func:`repspace.analysis.weights.weight_report` in ``result.weights``. With ``out``, writes
     ``metrics.json``, ``metrics.csv`` and the figures (PNG + PDF) there, plus ``weights.json``,
     ``weights.csv`` and the weight figures when there is a weight section.
 
@@ -201,17 +158,5 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
                                        names=[label for label, _ in checkpoints],
                                        progress=progress)
     if out is not None:
-        write_outputs(result, Path(out))
+        result.save(out)
     return result
-
-
-def write_outputs(result: CompareResult, out: Path) -> list[Path]:
-    """``metrics.json``, ``metrics.csv`` and every figure (PNG + PDF) in ``out``; with a
-    weight section also ``weights.json``, ``weights.csv`` and its figures."""
-    out.mkdir(parents=True, exist_ok=True)
-    result.to_json(out / "metrics.json")
-    result.to_csv(out / "metrics.csv")
-    paths = [out / "metrics.json", out / "metrics.csv", *result.save_figures(out)]
-    if result.weights is not None:
-        paths += result.weights.save(out)
-    return paths

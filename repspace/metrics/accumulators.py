@@ -60,7 +60,7 @@ from repspace.errors import InputError
 from repspace.metrics import _backend
 from repspace.metrics._validate import as_matrix, check_layers, check_pair
 from repspace.metrics.alignment import procrustes_from_nuclear
-from repspace.metrics.cka import _center_gram, _cka_from_hsic, feature_path_cheaper
+from repspace.metrics.hsic import center_gram, cka_from_hsic, feature_path_cheaper
 from repspace.metrics.spectrum import effective_rank_from_spectrum
 
 Side = Literal["x", "y"]
@@ -74,7 +74,7 @@ class _Moments:
                  names: tuple[Sequence[str], Sequence[str]] | None) -> None:
         if n_x < 1 or n_y < 1:
             raise InputError("at least one X layer and one Y layer are needed.")
-        self.device = _backend.resolve_device(device)
+        self.device = _backend.compute_device(device)
         self.names = {
             "x": list(names[0]) if names else [f"Xs[{i}]" for i in range(n_x)],
             "y": list(names[1]) if names else [f"Ys[{j}]" for j in range(n_y)],
@@ -135,7 +135,7 @@ class _Moments:
         ty = self._checked_traces("y", "CKA")
         hsic, hx, hy = self._scaled_hsic(debiased)
         # Scale as for unit-norm features, the scale _cka_from_hsic's zero check expects.
-        return _cka_from_hsic(hsic / np.outer(tx, ty), hx / tx**2, hy / ty**2,
+        return cka_from_hsic(hsic / np.outer(tx, ty), hx / tx**2, hy / ty**2,
                               self.names["x"], self.names["y"])
 
     def singular_values(self, side: Side, index: int) -> np.ndarray:
@@ -387,8 +387,8 @@ class GramMoments(_Moments):
         return np.array([np.trace(K) for K in self._grams(side)]), self._raw[side]
 
     def _scaled_hsic(self, debiased: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ex = np.stack([_center_gram(K, debiased).ravel() for K in self._grams("x")])
-        ey = np.stack([_center_gram(K, debiased).ravel() for K in self._grams("y")])
+        ex = np.stack([center_gram(K, debiased).ravel() for K in self._grams("x")])
+        ey = np.stack([center_gram(K, debiased).ravel() for K in self._grams("y")])
         return ex @ ey.T, np.einsum("ij,ij->i", ex, ex), np.einsum("ij,ij->i", ey, ey)
 
     def _eigenvalues(self, side: Side, index: int) -> tuple[np.ndarray, int]:
@@ -476,7 +476,7 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
     hsic, hx, hy = totals  # type: ignore[misc]
     tx = np.array([np.sum((M - M.mean(0)) ** 2) for M in xs])
     ty = np.array([np.sum((M - M.mean(0)) ** 2) for M in ys])
-    return _cka_from_hsic(hsic / np.outer(tx, ty) * n**2, hx / tx**2 * n**2, hy / ty**2 * n**2,
+    return cka_from_hsic(hsic / np.outer(tx, ty) * n**2, hx / tx**2 * n**2, hy / ty**2 * n**2,
                           [f"Xs[{i}]" for i in range(len(xs))],
                           [f"Ys[{j}]" for j in range(len(ys))])
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from repspace.errors import FormatError, InputError
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 DEFAULT_PROBE = DATA_DIR / "probe_general.txt"
 #: The shipped image probe set (240 rendered scenes of shapes and digits with captions).
 IMAGE_PROBE = DATA_DIR / "image_probe.jsonl"

@@ -1,16 +1,17 @@
 """The result of a weight-space analysis: per tensor records, a per-model summary, JSON, CSV and
-figures (see :func:`repspace.weightspace.weight_report`)."""
+figures (see :func:`repspace.analysis.weights.weight_report`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from repspace.errors import FormatError
-from repspace.results import ModelInfo, csv_text, fixed_width, fmt, json_text, read_json
+from repspace.results.base import Result
+from repspace.results.tables import fixed_width, fmt
+from repspace.utils.files import csv_text
 
 #: Per tensor columns of a weight report, with what each holds (dW = W_tuned - W_base).
 WEIGHT_COLUMNS: dict[str, str] = {
@@ -69,7 +70,17 @@ def _median(values: list[float]) -> float | None:
 
 
 @dataclass
-class WeightReport:
+class ModelInfo:
+    """A compared model: display name, source and fingerprint."""
+
+    name: str
+    source: str
+    fingerprint: str
+    method: str | None = None
+
+
+@dataclass
+class WeightReport(Result):
     """Weight-space changes of tuned models against their base; no data involved.
 
     ``records`` has one dict per (model, tensor that tuning changed or added) with the keys
@@ -85,6 +96,10 @@ class WeightReport:
     layers: list[str]
     records: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+
+    kind: ClassVar[str] = "repspace-weights"
+    what: ClassVar[str] = "weight report"
+    stem: ClassVar[str] = "weights"
 
     def model_records(self, model: str, kind: str | None = None) -> list[dict[str, Any]]:
         """The records of one model (of one ``kind`` if given)."""
@@ -136,14 +151,9 @@ class WeightReport:
         return fixed_width(header, [[r["model"], r["name"], *(fmt(r.get(c)) for c in columns)]
                                     for r in self.records], text_columns=4)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "repspace-weights", "version": 1, **asdict(self),
-                "summary": self.summary(), "columns": WEIGHT_COLUMNS,
+    def _fields(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary(), "columns": WEIGHT_COLUMNS,
                 "summary_columns": SUMMARY_COLUMNS}
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Everything as JSON (NaN written as null); also written to ``path`` if given."""
-        return json_text(self.to_dict(), path)
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """One row per record with every scalar column (the lists are in the JSON); also
@@ -152,18 +162,10 @@ class WeightReport:
                         path)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str | Path = "<weights>") -> WeightReport:
-        """A report from :meth:`to_dict`'s output (as read back from JSON)."""
-        if not isinstance(data, dict) or data.get("kind") != "repspace-weights":
-            raise FormatError(f"{source} is not a repspace weight report")
+    def _from_fields(cls, data: dict[str, Any], source: str) -> WeightReport:
         return cls(base=ModelInfo(**data["base"]),
                    models=[ModelInfo(**m) for m in data["models"]], layers=data["layers"],
                    records=data["records"], settings=data["settings"])
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> WeightReport:
-        """Read a report written by :meth:`to_json`."""
-        return cls.from_dict(read_json(path, "weight report"), path)
 
     def plot_heatmap(self) -> Any:
         """Relative ||dW||_F per layer and matrix type, one panel per model."""
@@ -188,11 +190,3 @@ class WeightReport:
         from repspace.plots.weights import save_weight_figures
 
         return [p for paths in save_weight_figures(self, Path(out_dir)).values() for p in paths]
-
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """``weights.json``, ``weights.csv`` and the figures in ``out_dir``; returns the paths."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.to_json(out / "weights.json")
-        self.to_csv(out / "weights.csv")
-        return [out / "weights.json", out / "weights.csv", *self.save_figures(out)]

@@ -7,27 +7,24 @@ Every command is a thin call into the library; errors a user can cause are print
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
 import re
 import sys
-import warnings
+import textwrap
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
+from repspace.analysis.options import WeightOptions
+from repspace.capture.options import CaptureOptions
 from repspace.errors import RepspaceError
+from repspace.tune.methods import FAMILIES, GROUPS, METHODS, canonical_method
+from repspace.tune.options import TrainOptions
+from repspace.utils.distributed import World
+from repspace.utils.quiet import quiet_libraries
 from repspace.version import __version__
-
-
-def _quiet_libraries() -> None:
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message="Token type ids are not supported")
-    from huggingface_hub.utils import logging as hub_logging
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    hub_logging.set_verbosity_error()
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -55,7 +52,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
                    device=args.device, resume=args.resume,
                    shard=parse_shard(args.shard) if args.shard else None,
                    modality=args.modality, vision_tokens=args.vision_tokens)
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports the merged store
+    if not World.from_env().is_main:  # torchrun: rank 0 reports the merged store
         return 0
     with FeatureStore(path) as store:
         meta = store.meta
@@ -79,7 +76,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from repspace.comparison import compare
+    from repspace.analysis.compare import compare
 
     result = compare(args.base, args.tuned, data=args.data, layers=args.layers,
                      pooling=args.pooling, tokens=not args.no_tokens, k=args.k,
@@ -96,7 +93,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    from repspace.streaming import stream_metrics
+    from repspace.analysis.streaming import stream_metrics
 
     device = None if args.device == "numpy" else args.device
     result = stream_metrics(args.store_a, args.store_b,
@@ -111,7 +108,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from repspace.weightspace import weight_report
+    from repspace.analysis.weights import weight_report
 
     report = weight_report(args.base, args.tuned, k=args.k, epsilon=args.epsilon, top=args.top,
                            energy=args.energy, max_dim=args.max_dim, out=args.out)
@@ -122,23 +119,14 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from repspace.tune import MethodOptions, tune
+    from repspace.results.tables import fixed_width
+    from repspace.tune import tune
 
-    options = MethodOptions(
-        lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        lora_targets=args.lora_targets.split(",") if args.lora_targets else None,
-        adapter_reduction=args.adapter_reduction, prefix_tokens=args.prefix_tokens,
-        prefix_projection=args.prefix_projection, prefix_hidden=args.prefix_hidden,
-        prompt_tokens=args.prompt_tokens, second=args.second,
-        stage1_epochs=args.stage1_epochs, stage1_lr=args.stage1_lr,
-        include=args.include.split(",") if args.include else [])
-    result = tune(args.base, args.method, task=args.task, data=args.data,
-                  eval_data=args.eval, out=args.out, epochs=args.epochs, lr=args.lr,
-                  batch_size=args.batch_size, grad_accum=args.grad_accum, seed=args.seed,
-                  device=args.device, max_length=args.max_length, head_lr=args.head_lr,
-                  dropout=args.dropout, save_every=args.save_every, resume=args.resume,
-                  options=options)
-    if int(os.environ.get("RANK", "0")) != 0:
+    options = {g.keyword(f.name): getattr(args, g.keyword(f.name))
+               for g in (TrainOptions, *GROUPS) for f in dataclasses.fields(g)}
+    result = tune(args.base, args.method, data=args.data, eval_data=args.eval, out=args.out,
+                  resume=args.resume, **options)
+    if not World.from_env().is_main:
         return 0
     share = 100 * result.trainable_params / result.total_params
     summary = {"checkpoint": str(result.checkpoint), "log": str(result.log),
@@ -150,22 +138,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         metric = "-" if result.final_metric is None else f"{result.final_metric:.4f}"
-        print(f"{'method':<16}{'trainable':>12}{'% of model':>12}{result.metric:>14}\n"
-              f"{args.method:<16}{result.trainable_params:>12,}{share:>12.3f}{metric:>14}\n"
-              f"wrote {result.checkpoint} (log: {result.log})")
+        print(fixed_width(["method", "trainable", "% of model", result.metric],
+                          [[args.method, f"{result.trainable_params:,}", f"{share:.3f}",
+                            metric]]))
+        print(f"wrote {result.checkpoint} (log: {result.log})")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from repspace.demo import DemoSettings, run_demo
     from repspace.demo.report import COLUMNS, table_rows
+    from repspace.results.tables import fixed_width
 
     settings = (DemoSettings.quick() if args.quick else DemoSettings()).with_seeds(args.seeds)
     result = run_demo(args.out, settings=settings, device=args.device)
-    rows = [[title for _, title in COLUMNS], *table_rows(result)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(fixed_width([title for _, title in COLUMNS], table_rows(result)))
     verdict = "holds" if result.claims["holds"] else "does not fully hold"
     print(f"\nclaim {verdict}; report: {args.out}/report.html, {args.out}/report.md, "
           f"numbers: {args.out}/results.json")
@@ -235,35 +222,67 @@ singular subspaces; added tensors (adapters, prefix) by size and spectrum. No da
 }
 
 
+def _method_name(canonical: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type that accepts any spelling :func:`canonical_method` knows."""
+    def parse(text: str) -> str:
+        try:
+            return canonical(text)
+        except RepspaceError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def _add_options(group: argparse._ArgumentGroup, options: type) -> None:
+    """One flag per field of an option group (:mod:`repspace.utils.options`), with its help
+    text and the library's default."""
+    for f in dataclasses.fields(options):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "" if default is None or default is False or default == [] else (
+            f" (default: {','.join(default) if isinstance(default, list) else default})")
+        kwargs: dict = {"dest": options.keyword(f.name), "default": default,
+                        "help": f.metadata["help"] + shown}
+        kind = str(f.type)
+        if kind.startswith("bool"):
+            kwargs["action"] = "store_true"
+        elif f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        else:
+            kwargs["type"] = (_comma_list if kind.startswith("list") else float
+                              if kind.startswith("float") else int if kind.startswith("int")
+                              else str)
+            kwargs["metavar"] = "N" if kwargs["type"] in (int, float) else None
+        group.add_argument(options.flag(f.name), **kwargs)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _common_capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="probe set: text file (one sample per line), JSONL with "
                    '"id" and "text" (and "image" for image+text probes), or an image folder '
                    "with captions.jsonl/captions.tsv (default: the shipped general English "
                    "probe; data/image_probe.jsonl is the shipped image probe)")
-    p.add_argument("--layers", default="blocks", help="preset (blocks, embeddings; for "
-                   "vision-language models vision, connector, language), module paths, globs "
-                   "or re:PATTERN, comma-separated (default: blocks)")
-    p.add_argument("--modality", default="split", choices=("split", "all", "image", "text"),
-                   help="image+text probes: language-model tokens to keep; split stores all, "
-                   "image and text tokens as LAYER, LAYER@image, LAYER@text (default: split)")
-    p.add_argument("--vision-tokens", default="patches", choices=("patches", "cls"),
-                   help="image+text probes: vision-tower tokens, patch tokens or the CLS token "
-                   "(default: patches)")
-    p.add_argument("--pooling", default="mean", choices=("mean", "first", "last", "tokens"),
-                   help="pool real tokens by mean, first (CLS) or last token; 'tokens' is mean "
-                   "and also keeps every token (default: mean)")
     p.add_argument("--limit", type=int, help="use only the first N probe samples")
-    p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass")
-    p.add_argument("--max-length", type=int, default=128, help="truncate inputs to N tokens")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
+    _add_options(p.add_argument_group("capture"), CaptureOptions)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``repspace: error: ...``, exit status 2)
+    that points to ``--help`` instead of printing the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"repspace: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="repspace", description="Measure how fine-tuning bends the representation space "
         "of pretrained models.", epilog="run 'repspace COMMAND --help' for examples")
     parser.add_argument("--version", action="version", version=f"repspace {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     def add(name: str, help_text: str, func: Callable) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLES[name],
@@ -301,56 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="feature store to write (.h5)")
     p.add_argument("shards", nargs="+", help="the shard stores (capture --shard K/N)")
 
-    from repspace.tune.methods import METHODS, MethodOptions
-
-    defaults = MethodOptions()
-    methods = "\n".join(f"  {m.name:<17} {m.summary} (lr {m.lr:g})" for m in METHODS.values())
+    methods = "\n".join(f"  {family}:\n" + "\n".join(
+        textwrap.fill(f"{m.name:<17} {m.summary} (lr {m.lr:g})", 96, initial_indent="    ",
+                      subsequent_indent=" " * 22)
+        for m in METHODS.values() if m.family == family) for family in FAMILIES)
     p = add("tune", "Tune a base model with one method and write a tuned checkpoint.", _cmd_tune)
-    p.description += "\n\nmethods:\n" + methods
+    p.description += ("\n\nmethods (case-insensitive; LoRA, prefix-tuning and other usual "
+                      "spellings accepted):\n" + methods)
     p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
-    p.add_argument("--method", required=True, choices=list(METHODS), metavar="METHOD",
-                   help="tuning method (listed above)")
-    p.add_argument("--task", default="classification", choices=("classification", "generation"),
-                   help="classification (JSONL text,label) or generation (JSONL prompt,answer)")
+    p.add_argument("--method", required=True, type=_method_name(canonical_method),
+                   metavar="METHOD", help="tuning method (listed above)")
     p.add_argument("--data", required=True, help="training data (JSONL)")
     p.add_argument("--eval", help="evaluation data (JSONL), scored after every epoch")
     p.add_argument("--out", required=True, help="tuned checkpoint to write (.pt)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the method's)")
-    p.add_argument("--head-lr", type=float, default=1e-3, help="classification head learning "
-                   "rate (default 1e-3)")
-    p.add_argument("--batch-size", type=int, default=16, help="global batch per micro-step")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto (CUDA with bf16 if present), cpu, cuda")
-    p.add_argument("--max-length", type=int, default=128, help="truncate inputs to N tokens")
-    p.add_argument("--dropout", type=float, help="set every dropout probability")
-    p.add_argument("--save-every", type=int, default=0,
-                   help="also save resumable state every N steps (always after each epoch)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    group = p.add_argument_group("method options")
-    group.add_argument("--lora-r", type=int, default=defaults.lora_r, help="LoRA/DoRA rank")
-    group.add_argument("--lora-alpha", type=int, default=defaults.lora_alpha, help="LoRA alpha")
-    group.add_argument("--lora-dropout", type=float, default=defaults.lora_dropout)
-    group.add_argument("--lora-targets", help="comma-separated module names (default: PEFT's "
-                       "for the model type, e.g. query,value for BERT)")
-    group.add_argument("--adapter-reduction", type=int, default=defaults.adapter_reduction,
-                       help="adapter bottleneck = hidden size / reduction (default 16)")
-    group.add_argument("--prefix-tokens", type=int, default=defaults.prefix_tokens)
-    group.add_argument("--prefix-projection", action="store_true",
-                       help="reparameterise the prefix through an MLP (Li & Liang 2021)")
-    group.add_argument("--prefix-hidden", type=int, default=defaults.prefix_hidden,
-                       help="hidden size of the prefix MLP")
-    group.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens)
-    group.add_argument("--second", default=defaults.second, choices=("lora", "adapter"),
-                       help="pt-peft stage 2 method (default lora)")
-    group.add_argument("--stage1-epochs", type=int, help="pt-peft prefix epochs (default: "
-                       "--epochs)")
-    group.add_argument("--stage1-lr", type=float, help="pt-peft prefix learning rate")
-    group.add_argument("--include", help="vision-language models: also tune these parts "
-                       "(comma-separated: connector,vision); methods apply to the language "
-                       "model only by default")
+    for group in (TrainOptions, *GROUPS):
+        _add_options(p.add_argument_group(group.__doc__.split("\n")[0].rstrip(".")), group)
 
     p = add("compare", "Compare tuned models with their base, layer by layer.", _cmd_compare)
     p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
@@ -384,17 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tuned", nargs="+", help="tuned checkpoints (.pt) or PEFT adapter folders "
                    "of this base, or complete models with the base's parameter names")
     p.add_argument("--out", help="output folder for weights.json, weights.csv and figures")
-    p.add_argument("--k", type=int, default=10,
-                   help="top tuned singular vectors tested for intruders (default 10)")
-    p.add_argument("--epsilon", type=float, default=0.5,
-                   help="intruder threshold on the largest |cosine| (default 0.5)")
-    p.add_argument("--top", type=int, default=10,
-                   help="dimension of the singular subspaces whose angles are reported "
-                   "(default 10)")
-    p.add_argument("--energy", type=float, default=0.9,
-                   help="energy fraction of the energy rank (default 0.9)")
-    p.add_argument("--max-dim", type=int, help="only norms (no SVD) for matrices with a side "
-                   "longer than N, e.g. vocabulary embeddings (default: analyse all)")
+    _add_options(p.add_argument_group("weight space"), WeightOptions)
     p.add_argument("--detail", action="store_true", help="print one row per tensor")
     return parser
 
@@ -449,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only saves figures
-    _quiet_libraries()
+    quiet_libraries()
     if os.environ.get("REPSPACE_DEBUG"):
         return args.func(args)
     import torch

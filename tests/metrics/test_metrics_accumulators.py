@@ -32,7 +32,7 @@ from repspace.metrics import (
     procrustes_distance,
     singular_values,
 )
-from repspace.metrics.streaming import moments_of
+from repspace.metrics.accumulators import moments_of
 from repspace.store import FeatureStore, StoreWriter
 
 TOL = 1e-10

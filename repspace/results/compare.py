@@ -1,21 +1,16 @@
-"""Result objects of a comparison: the numbers, as tables, JSON and CSV, and their figures."""
+"""The result of a comparison of tuned models with their base: per-layer numbers, as tables,
+JSON and CSV, and their figures."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
-import os
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
-from repspace.errors import FormatError
-
-if TYPE_CHECKING:
-    from repspace.weight_results import WeightReport
+from repspace.results.base import Result
+from repspace.results.tables import fixed_width, fmt
+from repspace.results.weights import ModelInfo, WeightReport
+from repspace.utils.files import csv_text
 
 #: Per-layer columns of a comparison, with what each holds.
 COLUMNS: dict[str, str] = {
@@ -31,17 +26,7 @@ COLUMNS: dict[str, str] = {
 
 
 @dataclass
-class ModelInfo:
-    """A compared model: display name, source and fingerprint."""
-
-    name: str
-    source: str
-    fingerprint: str
-    method: str | None = None
-
-
-@dataclass
-class CompareResult:
+class CompareResult(Result):
     """Per-layer metrics of tuned models against their base on one probe set.
 
     ``records`` has one dict per (model, layer) with the keys ``model``, ``layer``,
@@ -51,7 +36,7 @@ class CompareResult:
     features; ``cka_matrices`` maps model name to the layer x layer linear CKA matrix
     (rows: base layers, columns: the model's layers); ``stores`` maps model name (and
     ``base``) to the feature store the numbers were computed from; ``weights`` is the
-    weight-space analysis of the tuned checkpoints (:class:`~repspace.weight_results.WeightReport`)
+    weight-space analysis of the tuned checkpoints (:class:`~repspace.results.weights.WeightReport`)
     or ``None``.
     """
 
@@ -64,6 +49,11 @@ class CompareResult:
     settings: dict[str, Any] = field(default_factory=dict)
     stores: dict[str, str] = field(default_factory=dict)
     weights: WeightReport | None = None
+
+    kind: ClassVar[str] = "repspace-compare"
+    what: ClassVar[str] = "comparison result"
+    stem: ClassVar[str] = "metrics"
+    columns: ClassVar[dict[str, str]] = COLUMNS
 
     def column(self, model: str, key: str) -> list[float]:
         """One metric across layers for one model, in layer order."""
@@ -103,34 +93,30 @@ class CompareResult:
                 for r in self.records]
         return fixed_width([*text, *columns], rows, text_columns=len(text))
 
-    def to_dict(self) -> dict[str, Any]:
-        data = {"kind": "repspace-compare", "version": 1, **asdict(self), "columns": COLUMNS}
+    def _fields(self) -> dict[str, Any]:
+        data = {**asdict(self), "columns": COLUMNS}
         data["weights"] = self.weights.to_dict() if self.weights is not None else None
         return data
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The whole result as JSON (NaN written as null); also written to ``path`` if given."""
-        return json_text(self.to_dict(), path)
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The per-layer records as CSV; also written to ``path`` if given."""
         return csv_text(self.records, ["model", "layer", "modality", *COLUMNS], path)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> CompareResult:
-        """Read a result written by :meth:`to_json`."""
-        data = read_json(path, "comparison result")
-        if data.get("kind") != "repspace-compare":
-            raise FormatError(f"{path} is not a repspace comparison result")
-        from repspace.weight_results import WeightReport
-
+    def _from_fields(cls, data: dict[str, Any], source: str) -> CompareResult:
         weights = data.get("weights")
         return cls(base=ModelInfo(**data["base"]),
                    models=[ModelInfo(**m) for m in data["models"]], layers=data["layers"],
                    records=data["records"], spectra=data["spectra"],
                    cka_matrices=data["cka_matrices"], settings=data["settings"],
                    stores=data.get("stores", {}),
-                   weights=WeightReport.from_dict(weights, path) if weights else None)
+                   weights=WeightReport.from_dict(weights, source) if weights else None)
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """``metrics.json``, ``metrics.csv`` and every figure (PNG + PDF) in ``out_dir``; with
+        a weight section also ``weights.json``, ``weights.csv`` and its figures."""
+        paths = super().save(out_dir)
+        return paths + (self.weights.save(out_dir) if self.weights is not None else [])
 
     def plot_cka(self, ax: Any = None) -> Any:
         """Linear CKA to the base by layer, one line per tuned model."""
@@ -161,78 +147,3 @@ class CompareResult:
         from repspace.plots.compare import save_compare_figures
 
         return save_compare_figures(self, Path(out_dir))
-
-
-def fmt(value: Any) -> str:
-    """A table cell: ``-`` for a missing value, floats with 4 decimals."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
-
-
-def fixed_width(header: list[str], rows: list[list[Any]], *, text_columns: int = 1) -> str:
-    """A plain-text table: the first ``text_columns`` columns left-aligned, the rest right."""
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(x).ljust(w) if i < text_columns else str(x).rjust(w)
-                       for i, (x, w) in enumerate(zip(row, widths, strict=True)))
-             for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def json_text(data: Any, path: str | Path | None = None) -> str:
-    """``data`` as indented JSON, NaN/inf written as null; also written to ``path`` if given
-    (atomically, see :func:`write_text_atomic`)."""
-    text = json.dumps(finite_json(data), indent=2)
-    if path is not None:
-        write_text_atomic(path, text + "\n")
-    return text
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """The JSON in ``path``; a missing or malformed file is a :class:`FormatError` naming
-    ``what`` it should have held."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path} is not a readable {what}") from exc
-
-
-def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-             path: str | Path | None = None) -> str:
-    """``rows`` as CSV with the given ``columns`` (other keys ignored); also written to
-    ``path`` if given (atomically)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    if path is not None:
-        write_text_atomic(path, buffer.getvalue())
-    return buffer.getvalue()
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file, so a killed write never leaves a
-    partial file under the final name."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def finite_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_json(v) for v in value]
-    return value

@@ -1,0 +1,31 @@
+"""Options of a training run (the method's own are in :mod:`repspace.tune.methods.options`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from repspace.utils.options import Options, option
+
+
+@dataclass
+class TrainOptions(Options):
+    """Training: budget, optimiser, batches and device (the keywords of
+    :func:`repspace.tune.tune`)."""
+
+    task: str = option("classification", "classification (JSONL text,label) or generation "
+                       "(JSONL prompt,answer)", choices=("classification", "generation"))
+    epochs: int = option(3, "epochs", minimum=1)
+    lr: float | None = option(None, "learning rate (default: the method's)")
+    head_lr: float = option(1e-3, "classification head learning rate")
+    batch_size: int = option(16, "global batch per micro-step", minimum=1)
+    grad_accum: int = option(1, "micro-steps per optimizer step", minimum=1)
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto (CUDA with bf16 if present), cpu, cuda")
+    max_length: int = option(128, "truncate inputs to N tokens", minimum=1)
+    warmup_ratio: float = option(0.06, "share of the steps with linear warm-up")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    dropout: float | None = option(None, "set every dropout probability (default: the model's "
+                                   "own)")
+    save_every: int = option(0, "also save resumable state every N steps (always after each "
+                             "epoch)", minimum=0)
