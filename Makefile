@@ -1,6 +1,6 @@
 # The two commands of the README (demo, test). Each one does all the set-up it needs, from the
 # committed lock (scripts/setup.sh).
-.PHONY: demo test lint lock test-latest
+.PHONY: demo test lint docs lock test-latest
 
 demo:
 	@scripts/setup.sh
@@ -14,6 +14,12 @@ test:
 lint:
 	@scripts/setup.sh
 	.venv/bin/ruff check .
+
+# The documentation site, into site/ (open site/index.html); fails on any warning: a broken link
+# or anchor, a docstring naming an object that does not exist. Live preview: .venv/bin/mkdocs serve
+docs:
+	@scripts/setup.sh
+	.venv/bin/mkdocs build --strict --site-dir site
 
 # Regenerate requirements.lock from the newest releases pyproject.toml allows; then `make test`.
 lock:

@@ -60,14 +60,14 @@ def stream_metrics(store_a: str | Path | FeatureStore, store_b: str | Path | Fea
         higher = more dimensions used.
     """
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}.")
+        raise InputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     with ExitStack() as stack:
         a, b = (s if isinstance(s, FeatureStore) else stack.enter_context(FeatureStore(s))
                 for s in (store_a, store_b))
         n = _check_aligned(a, b, chunk_rows)
         names = list(layers) if layers is not None else a.layers
         if not names:
-            raise InputError("no layers to compare.")
+            raise InputError("no layers to compare")
         for store in (a, b):
             missing = [name for name in names if name not in store.layers]
             if missing:

@@ -153,22 +153,35 @@ def weight_report(base: LoadedModel | str | Path,
 
     Parameters
     ----------
-    base:
+    base : LoadedModel or str or Path
         The base model (a loaded model or anything :func:`repspace.load_model` accepts).
-    tuned:
+    tuned : sequence of LoadedModel or str or Path
         Tuned checkpoints / PEFT folders applied onto ``base``, or complete models with the
         base's parameter names and shapes.
-    names:
+    names : sequence of str, optional
         Display names of the tuned models (default: their file stems).
-    k, epsilon, top, energy:
-        See :func:`repspace.metrics.weight_change` (defaults 10, 0.5, 10, 0.9).
-    max_dim:
+    k : int
+        Top singular vectors of W_tuned tested for intruder dimensions (default 10); see
+        :func:`repspace.metrics.weight_change`.
+    epsilon : float
+        Intruder threshold on the largest |cosine| with W_base's singular vectors (default 0.5).
+    top : int
+        Dimension of the top singular subspaces whose principal angles are reported (default 10).
+    energy : float
+        Share of the spectral energy the energy rank holds (default 0.9).
+    max_dim : int, optional
         Matrices with a side longer than this (e.g. a 30k x 384 vocabulary embedding) get only
         their Frobenius norms, no SVD; ``None`` (default) analyses every matrix.
-    out:
+    out : str or Path, optional
         If given, write ``weights.json``, ``weights.csv`` and the figures (PNG + PDF) there.
-    progress:
+    progress : bool
         Show a progress bar per model.
+
+    Returns
+    -------
+    WeightReport
+        Per tensor records and a per-model summary; see
+        :class:`~repspace.results.weights.WeightReport`.
 
     Examples
     --------

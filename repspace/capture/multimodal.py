@@ -119,7 +119,7 @@ class ImageTextCapture:
 
     Attributes
     ----------
-    attrs:
+    attrs : dict[str, dict]
         Store layer name -> layer attributes (``module_path``, ``captures``, ``part``,
         ``modality``, ``token_selection``, ``dim``), in store order.
     """

@@ -61,40 +61,55 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
             vision_tokens: str = _DEFAULTS.vision_tokens) -> Path:
     """Run ``model`` over ``probe`` and write per-layer features to the HDF5 store ``out``.
 
-    Parameters
-    ----------
-    model:
-        A :class:`~repspace.models.LoadedModel` or anything :func:`~repspace.load_model` reads.
-    probe:
-        A :class:`~repspace.probes.Probe`, a text/JSONL file, or ``None`` for the shipped probe.
-    layers:
-        Preset (``blocks``, ``embeddings``), module paths, globs or ``re:`` patterns (see
-        :mod:`repspace.capture.layers`).
-    pooling:
-        ``mean`` over real tokens, ``first`` real token (CLS) or ``last`` real token;
-        ``tokens`` is ``mean`` with ``tokens=True``.
-    tokens:
-        Also keep every sample's real-token matrix (for :func:`~repspace.metrics.rank_ratio`).
-    resume:
-        Continue an interrupted capture into ``out`` instead of starting over (a complete
-        store of the same capture is kept as it is).
-    shard:
-        ``(k, n)``: capture only shard ``k`` of ``n`` (contiguous windows of the probe, see
-        :mod:`repspace.capture.shard`) into ``out``; merge the shards with
-        :func:`repspace.store.merge_stores`. Under ``torchrun`` every rank captures its own
-        shard into ``<out stem>.rank<k>.h5`` and rank 0 merges them into ``out``.
-    modality, vision_tokens:
-        For image+text probes on vision-language models: which language-model tokens to keep
-        (``split``: all, image and text tokens as three layers ``NAME``, ``NAME@image``,
-        ``NAME@text``; or one of ``all``, ``image``, ``text``) and which vision-tower tokens
-        (``patches`` or ``cls``). See :mod:`repspace.capture.multimodal`.
-
     Features are taken under ``torch.inference_mode()``, moved to the CPU as float32 at once and
     written window by window (``batch_size * WINDOW_BATCHES`` samples, batched shortest text
     first and stored in probe order), so memory does not grow with the number of samples.
     Padding and prompt-tuning virtual tokens are never captured.
 
-    Returns the path of the completed store.
+    Parameters
+    ----------
+    model : LoadedModel or str or Path
+        A :class:`~repspace.models.LoadedModel` or anything :func:`~repspace.load_model` reads.
+    probe : Probe or str or Path, optional
+        A :class:`~repspace.probes.Probe`, a text/JSONL file, or ``None`` for the shipped probe.
+    out : str or Path
+        The feature store (``.h5``) to write.
+    layers : str or list of str
+        Preset (``blocks``, ``embeddings``), module paths, globs or ``re:`` patterns (see
+        :mod:`repspace.capture.layers`).
+    pooling : {"mean", "first", "last", "tokens"}
+        ``mean`` over real tokens, ``first`` real token (CLS) or ``last`` real token;
+        ``tokens`` is ``mean`` with ``tokens=True``.
+    tokens : bool
+        Also keep every sample's real-token matrix (for :func:`~repspace.metrics.rank_ratio`).
+    batch_size : int
+        Samples per forward pass.
+    max_length : int
+        Inputs are truncated to this many tokens.
+    device : str or torch.device
+        ``auto`` (CUDA when present), ``cpu``, ``cuda`` or a device.
+    resume : bool
+        Continue an interrupted capture into ``out`` instead of starting over (a complete
+        store of the same capture is kept as it is).
+    progress : bool
+        Show a progress bar.
+    shard : tuple of (int, int), optional
+        ``(k, n)``: capture only shard ``k`` of ``n`` (contiguous windows of the probe, see
+        :mod:`repspace.capture.shard`) into ``out``; merge the shards with
+        :func:`repspace.store.merge_stores`. Under ``torchrun`` every rank captures its own
+        shard into ``<out stem>.rank<k>.h5`` and rank 0 merges them into ``out``.
+    modality : {"split", "all", "image", "text"}
+        For image+text probes on vision-language models: which language-model tokens to keep
+        (``split``: all, image and text tokens as three layers ``NAME``, ``NAME@image``,
+        ``NAME@text``; or one of ``all``, ``image``, ``text``). See
+        :mod:`repspace.capture.multimodal`.
+    vision_tokens : {"patches", "cls"}
+        Which vision-tower tokens of a vision-language model to keep.
+
+    Returns
+    -------
+    Path
+        The path of the completed store.
     """
     if pooling == "tokens":
         pooling, tokens = "mean", True

@@ -20,12 +20,12 @@ def real_array(X: ArrayLike, name: str = "X") -> np.ndarray:
     try:
         arr = np.asarray(X)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{name} cannot be read as a numeric array ({exc}).") from exc
+        raise InputError(f"{name} cannot be read as a numeric array ({exc})") from exc
     if arr.dtype.kind not in "biuf":
-        raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}.")
+        raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or infinite values.")
+        raise InputError(f"{name} contains NaN or infinite values")
     return arr
 
 
@@ -37,12 +37,12 @@ def as_matrix(X: ArrayLike, name: str = "X", *, min_rows: int = 1, why: str = ""
     """
     arr = real_array(X, name)
     if arr.ndim != 2:
-        raise InputError(f"{name} must be a 2-D array (samples x features), got shape {arr.shape}.")
+        raise InputError(f"{name} must be a 2-D array (samples x features), got shape {arr.shape}")
     if arr.shape[1] == 0:
-        raise InputError(f"{name} has no features (shape {arr.shape}).")
+        raise InputError(f"{name} has no features (shape {arr.shape})")
     if arr.shape[0] < min_rows:
         raise InputError(
-            f"{name} needs at least {min_rows} samples (rows){why}, got {arr.shape[0]}."
+            f"{name} needs at least {min_rows} samples (rows){why}, got {arr.shape[0]}"
         )
     return arr
 
@@ -52,7 +52,7 @@ def check_pair(X: np.ndarray, Y: np.ndarray, xname: str = "X", yname: str = "Y")
     if X.shape[0] != Y.shape[0]:
         raise InputError(
             f"{xname} and {yname} must have the same number of samples (rows): "
-            f"{X.shape[0]} != {Y.shape[0]}."
+            f"{X.shape[0]} != {Y.shape[0]}"
         )
 
 
@@ -61,7 +61,7 @@ def check_same_features(X: np.ndarray, Y: np.ndarray, xname: str = "X", yname: s
     if X.shape[1] != Y.shape[1]:
         raise InputError(
             f"{xname} and {yname} must have the same number of features (columns): "
-            f"{X.shape[1]} != {Y.shape[1]}."
+            f"{X.shape[1]} != {Y.shape[1]}"
         )
 
 
@@ -73,7 +73,7 @@ def centered(X: np.ndarray, name: str, metric: str) -> np.ndarray:
     Xc = X - X.mean(axis=0)
     if np.abs(Xc).max() <= X.shape[0] * np.finfo(np.float64).eps * np.abs(X).max():
         raise InputError(
-            f"{name} is constant (zero variance after centering): {metric} is undefined."
+            f"{name} is constant (zero variance after centering): {metric} is undefined"
         )
     return Xc
 
@@ -83,7 +83,7 @@ def check_layers(
 ) -> list[np.ndarray]:
     """Validate a non-empty list of (n x d_i) layers that share n; return them as float64."""
     if (isinstance(layers, np.ndarray) and layers.ndim != 3) or len(layers) == 0:
-        raise InputError(f"{name} must be a non-empty list of 2-D arrays (one per layer).")
+        raise InputError(f"{name} must be a non-empty list of 2-D arrays (one per layer)")
     mats = [as_matrix(L, f"{name}[{i}]", min_rows=min_rows, why=why) for i, L in enumerate(layers)]
     for i, M in enumerate(mats[1:], start=1):
         check_pair(mats[0], M, f"{name}[0]", f"{name}[{i}]")
@@ -99,5 +99,5 @@ def unit_norm(A: np.ndarray) -> np.ndarray:
 def check_fraction(value: float, name: str) -> float:
     """Require ``0 < value <= 1``."""
     if not (isinstance(value, Real) and 0.0 < value <= 1.0):
-        raise InputError(f"{name} must be in (0, 1], got {value}.")
+        raise InputError(f"{name} must be in (0, 1], got {value}")
     return float(value)

@@ -55,7 +55,7 @@ def procrustes_distance(
     and to a permutation of the samples applied to both. Symmetric in X and Y.
     """
     if metric not in ("euclidean", "angular"):
-        raise InputError(f'metric must be "euclidean" or "angular", got {metric!r}.')
+        raise InputError(f'metric must be "euclidean" or "angular", got {metric!r}')
     X = as_matrix(X, "X", min_rows=2)
     Y = as_matrix(Y, "Y", min_rows=2)
     check_pair(X, Y)
@@ -68,7 +68,7 @@ def procrustes_from_nuclear(nuclear: float, metric: Literal["euclidean", "angula
     """The Procrustes distance from ||Xn^T Yn||_* of unit-norm centred Xn, Yn (see
     :func:`procrustes_distance`); rounding above 1 is clipped."""
     if metric not in ("euclidean", "angular"):
-        raise InputError(f'metric must be "euclidean" or "angular", got {metric!r}.')
+        raise InputError(f'metric must be "euclidean" or "angular", got {metric!r}')
     nuclear = min(float(nuclear), 1.0)
     if metric == "angular":
         return float(np.arccos(nuclear))
@@ -112,7 +112,7 @@ def principal_angles(X: ArrayLike, Y: ArrayLike, k: int) -> np.ndarray:
     Y = as_matrix(Y, "Y", min_rows=2)
     check_same_features(X, Y)
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}.")
+        raise InputError(f"k must be a positive integer, got {k!r}")
     Vx = _top_directions(centered(X, "X", "principal angles"), k, "X")
     Vy = _top_directions(centered(Y, "Y", "principal angles"), k, "Y")
     return subspace_angles(Vx, Vy)
@@ -146,7 +146,7 @@ def _top_directions(Xc: np.ndarray, k: int, name: str) -> np.ndarray:
     if k > rank:
         raise InputError(
             f"k={k} exceeds the rank of the centred {name} ({rank}): its top-k principal "
-            "subspace is undefined."
+            "subspace is undefined"
         )
     return Vt[:k].T
 

@@ -56,8 +56,8 @@ def cka_from_hsic(
         if bad.size:
             name = names[bad[0]]
             raise InputError(
-                f"The HSIC of {name} with itself is zero, so CKA is undefined: {name} is nearly "
+                f"the HSIC of {name} with itself is zero, so CKA is undefined: {name} is nearly "
                 "constant or, with debiased=True, too degenerate for the unbiased estimator "
-                "(e.g. all samples but one coincide)."
+                "(e.g. all samples but one coincide)"
             )
     return hsic / np.sqrt(np.outer(hx, hy))

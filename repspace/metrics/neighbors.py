@@ -47,7 +47,7 @@ def mutual_knn(X: ArrayLike, Y: ArrayLike, k: int = 10) -> float:
     check_pair(X, Y)
     n = X.shape[0]
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n:
-        raise InputError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}.")
+        raise InputError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
     rows = np.arange(n)[:, None]
     in_x = np.zeros((n, n), dtype=bool)
     in_x[rows, _knn(X, k, "X")] = True
@@ -61,7 +61,7 @@ def _knn(X: np.ndarray, k: int, name: str) -> np.ndarray:
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise InputError(
-            f"{name} has an all-zero row (sample {zero[0]}): its cosine similarity is undefined."
+            f"{name} has an all-zero row (sample {zero[0]}): its cosine similarity is undefined"
         )
     Xn = X / norms[:, None]
     similarity = Xn @ Xn.T

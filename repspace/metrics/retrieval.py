@@ -49,7 +49,7 @@ def retrieval_accuracy(queries: ArrayLike, keys: ArrayLike, *, k: int = 1) -> fl
     check_pair(Q, K, "queries", "keys")
     check_same_features(Q, K, "queries", "keys")
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise InputError(f"k must be an integer >= 1, got {k!r}.")
+        raise InputError(f"k must be an integer >= 1, got {k!r}")
     n = Q.shape[0]
     if k >= n:
         return 1.0
@@ -73,7 +73,7 @@ def _unit_rows(X: np.ndarray, name: str) -> np.ndarray:
     zero = np.flatnonzero(scale == 0)
     if zero.size:
         raise InputError(
-            f"{name} has an all-zero row (row {zero[0]}): its cosine similarity is undefined."
+            f"{name} has an all-zero row (row {zero[0]}): its cosine similarity is undefined"
         )
     X = X / scale[:, None]
     return X / np.linalg.norm(X, axis=1, keepdims=True)

@@ -82,7 +82,7 @@ def effective_rank_from_spectrum(s: ArrayLike) -> float:
     """
     s = real_array(s, "s").ravel()
     if s.size == 0 or (s < 0).any() or not s.any():
-        raise InputError("s must be non-negative singular values, not all zero.")
+        raise InputError("s must be non-negative singular values, not all zero")
     p = s / s.sum()
     p = p[p > 0]
     return float(np.exp(-np.sum(p * np.log(p))))
@@ -177,7 +177,7 @@ def mean_normalized_spectrum(token_matrices: Sequence[ArrayLike]) -> np.ndarray:
     for i, T in enumerate(mats):
         if not T.any():
             raise InputError(
-                f"token_matrices[{i}] is all zeros: its normalised spectrum is undefined."
+                f"token_matrices[{i}] is all zeros: its normalised spectrum is undefined"
             )
         s = np.linalg.svd(T, compute_uv=False)
         spectrum[: s.size] += s / s.sum()
@@ -228,23 +228,23 @@ def _nonzero_spectrum(X: ArrayLike, center: bool, metric: str) -> np.ndarray:
     if center:
         X = centered(X, "X", metric)
     elif not X.any():
-        raise InputError(f"X is all zeros: {metric} is undefined.")
+        raise InputError(f"X is all zeros: {metric} is undefined")
     return np.linalg.svd(X, compute_uv=False)
 
 
 def _token_matrices(token_matrices: Sequence[ArrayLike]) -> list[np.ndarray]:
     """Validate a non-empty list of (L_i x d) matrices with L_i >= 1 and a common d."""
     if len(token_matrices) == 0:
-        raise InputError("token_matrices is empty: at least one sample is needed.")
+        raise InputError("token_matrices is empty: at least one sample is needed")
     mats = []
     for i, T in enumerate(token_matrices):
         T = as_matrix(T, f"token_matrices[{i}]", min_rows=0)
         if T.shape[0] == 0:
-            raise InputError(f"token_matrices[{i}] has no tokens (zero rows).")
+            raise InputError(f"token_matrices[{i}] has no tokens (zero rows)")
         if mats and T.shape[1] != mats[0].shape[1]:
             raise InputError(
                 f"token_matrices[{i}] has {T.shape[1]} features but token_matrices[0] has "
-                f"{mats[0].shape[1]}: all token matrices must share the feature dimension."
+                f"{mats[0].shape[1]}: all token matrices must share the feature dimension"
             )
         mats.append(T)
     return mats

@@ -120,29 +120,29 @@ def bootstrap_ci(
         resamples failing.
     """
     if not callable(statistic):
-        raise InputError(f"statistic must be callable, got {type(statistic).__name__}.")
+        raise InputError(f"statistic must be callable, got {type(statistic).__name__}")
     if not arrays:
-        raise InputError("bootstrap_ci needs at least one array to resample.")
+        raise InputError("bootstrap_ci needs at least one array to resample")
     data = [_as_samples(A, f"arrays[{i}]") for i, A in enumerate(arrays)]
     n = data[0].shape[0]
     for i, A in enumerate(data[1:], start=1):
         if A.shape[0] != n:
             raise InputError(
-                "All arrays must share their first dimension (samples): "
-                f"arrays[0] has {n}, arrays[{i}] has {A.shape[0]}."
+                "all arrays must share their first dimension (samples): "
+                f"arrays[0] has {n}, arrays[{i}] has {A.shape[0]}"
             )
     if n < 2:
-        raise InputError(f"bootstrap_ci needs at least 2 samples (rows), got {n}.")
+        raise InputError(f"bootstrap_ci needs at least 2 samples (rows), got {n}")
     _check_int(n_boot, "n_boot", minimum=2)
     if not (isinstance(ci, Real) and 0.0 < ci < 1.0):
-        raise InputError(f"ci must be a number in (0, 1), got {ci!r}.")
+        raise InputError(f"ci must be a number in (0, 1), got {ci!r}")
     if method not in ("percentile", "normal"):
-        raise InputError(f"method must be 'percentile' or 'normal', got {method!r}.")
+        raise InputError(f"method must be 'percentile' or 'normal', got {method!r}")
     rng = _rng(seed)
 
     estimate = _call(statistic, data)
     if estimate is None:
-        raise InputError("statistic returned a non-finite value on the full data.")
+        raise InputError("statistic returned a non-finite value on the full data")
 
     max_failed = int(MAX_FAILED_FRACTION * n_boot)
     values: list[float] = []
@@ -156,11 +156,11 @@ def bootstrap_ci(
         if value is None:
             failed += 1
             if failed > max_failed:
-                reason = f" First error: {first_error}" if first_error else ""
+                reason = f" (first error: {first_error})" if first_error else ""
                 raise InputError(
-                    f"The statistic failed on more than {MAX_FAILED_FRACTION:.0%} of the "
+                    f"the statistic failed on more than {MAX_FAILED_FRACTION:.0%} of the "
                     f"bootstrap resamples ({failed} of the first {len(values) + failed}), so "
-                    f"the interval would be unreliable.{reason}"
+                    f"the interval would be unreliable{reason}"
                 )
         else:
             values.append(value)
@@ -276,7 +276,7 @@ def paired_permutation_test(
     b = _as_vector(b, "b")
     if a.size != b.size:
         raise InputError(
-            f"a and b must have the same length (one value per pair): {a.size} != {b.size}."
+            f"a and b must have the same length (one value per pair): {a.size} != {b.size}"
         )
     _check_alternative(alternative)
     draws = _check_permutations(n_permutations)
@@ -350,7 +350,7 @@ def _call(statistic: Callable[..., float], data: list[np.ndarray]) -> float | No
         value = float(np.asarray(result, dtype=np.float64).item())
     except (TypeError, ValueError) as exc:
         raise InputError(
-            f"statistic must return one real number, got {type(result).__name__} ({exc})."
+            f"statistic must return one real number, got {type(result).__name__} ({exc})"
         ) from exc
     return value if np.isfinite(value) else None
 
@@ -359,9 +359,9 @@ def _as_vector(values: ArrayLike, name: str) -> np.ndarray:
     """A non-empty finite float64 1-D array."""
     arr = real_array(values, name)
     if arr.ndim != 1:
-        raise InputError(f"{name} must be a 1-D array of values, got shape {arr.shape}.")
+        raise InputError(f"{name} must be a 1-D array of values, got shape {arr.shape}")
     if arr.size == 0:
-        raise InputError(f"{name} is empty.")
+        raise InputError(f"{name} is empty")
     return arr
 
 
@@ -369,13 +369,13 @@ def _as_samples(values: ArrayLike, name: str) -> np.ndarray:
     """A finite float64 array with at least one dimension (the samples)."""
     arr = real_array(values, name)
     if arr.ndim == 0:
-        raise InputError(f"{name} must have a first dimension (samples), got a scalar.")
+        raise InputError(f"{name} must have a first dimension (samples), got a scalar")
     return arr
 
 
 def _check_int(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -383,7 +383,7 @@ def _check_alternative(alternative: str) -> None:
     if alternative not in _ALTERNATIVES:
         raise InputError(
             f"alternative must be one of {', '.join(map(repr, _ALTERNATIVES))}, "
-            f"got {alternative!r}."
+            f"got {alternative!r}"
         )
 
 

@@ -60,9 +60,9 @@ def _pair(W_base: ArrayLike, W_tuned: ArrayLike) -> tuple[np.ndarray, np.ndarray
     A = real_array(W_base, "W_base")
     B = real_array(W_tuned, "W_tuned")
     if A.shape != B.shape:
-        raise InputError(f"W_base and W_tuned must have the same shape: {A.shape} != {B.shape}.")
+        raise InputError(f"W_base and W_tuned must have the same shape: {A.shape} != {B.shape}")
     if A.size == 0:
-        raise InputError(f"W_base is empty (shape {A.shape}).")
+        raise InputError(f"W_base is empty (shape {A.shape})")
     return A, B
 
 
@@ -73,9 +73,9 @@ def _matrix_pair(W_base: ArrayLike, W_tuned: ArrayLike) -> tuple[np.ndarray, np.
 
 def _count(value: int, name: str, upper: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}.")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     if value > upper:
-        raise InputError(f"{name}={value} exceeds {what} ({upper}).")
+        raise InputError(f"{name}={value} exceeds {what} ({upper})")
     return int(value)
 
 
@@ -162,7 +162,7 @@ def energy_rank(singular_values: ArrayLike, energy: float = 0.9) -> int:
     energy = check_fraction(energy, "energy")
     s = np.sort(real_array(singular_values, "singular_values").ravel())[::-1]
     if (s < 0).any():
-        raise InputError("singular_values must be non-negative.")
+        raise InputError("singular_values must be non-negative")
     power = s**2
     if power.sum() == 0:
         return 0
@@ -176,7 +176,7 @@ def _singular_vectors(U: np.ndarray, Vt: np.ndarray, side: Side) -> np.ndarray:
         return U
     if side == "right":
         return Vt.T
-    raise InputError(f'side must be "left" or "right", got {side!r}.')
+    raise InputError(f'side must be "left" or "right", got {side!r}')
 
 
 def _intruders(base_vectors: np.ndarray, tuned_vectors: np.ndarray, s_tuned: np.ndarray,
@@ -192,7 +192,7 @@ def _intruders(base_vectors: np.ndarray, tuned_vectors: np.ndarray, s_tuned: np.
 
 def _check_epsilon(epsilon: float) -> float:
     if isinstance(epsilon, bool) or not isinstance(epsilon, Real) or not 0 < epsilon <= 1:
-        raise InputError(f"epsilon must be in (0, 1], got {epsilon!r}.")
+        raise InputError(f"epsilon must be in (0, 1], got {epsilon!r}")
     return float(epsilon)
 
 
@@ -247,7 +247,7 @@ def _top_subspace_angles(base_vectors: np.ndarray, s_base: np.ndarray,
         rank = _rank(s, shape, None, 0.0)
         if k > rank:
             raise InputError(f"k={k} exceeds the rank of {name} ({rank}): its top-k singular "
-                             "subspace is undefined.")
+                             "subspace is undefined")
     return subspace_angles(base_vectors[:, :k], tuned_vectors[:, :k])
 
 

@@ -112,24 +112,24 @@ class BottleneckConfig:
 
     Parameters
     ----------
-    reduction:
+    reduction : int
         Reduction factor: the bottleneck size is ``r = max(1, d // reduction)`` where ``d`` is the
         output size of the adapted module (the hidden size).
-    placement:
+    placement : {"serial", "parallel"}
         ``"serial"`` (Houlsby et al. 2019: after the attention and the feed-forward output
         projections) or ``"parallel"`` (He et al. 2022: beside the feed-forward sublayer).
-    targets:
+    targets : list of str, optional
         Module paths relative to each block (the children of the model's largest ``ModuleList``
         of identical modules), e.g. ``["attention.output.dense", "output.dense"]``. A parallel
         target is either a module mapping the sublayer input to its output (``"mlp"``) or a pair
         ``"INPUT->OUTPUT"`` (``"intermediate->output.dense"``): the branch reads the input of
         ``INPUT`` and is added to the output of ``OUTPUT``. ``None`` uses the default of the
         model's ``config.model_type`` (see :data:`DEFAULT_TARGETS`).
-    activation:
+    activation : {"relu", "gelu", "silu", "tanh"}
         Non-linearity between ``down`` and ``up``: ``relu``, ``gelu``, ``silu`` or ``tanh``.
-    scaling:
+    scaling : float
         Output scale ``s`` of parallel adapters (serial adapters are not scaled).
-    layers:
+    layers : list of int, optional
         Indices of the blocks that get adapters (negative indices count from the end);
         ``None`` means every block.
     """
@@ -205,18 +205,20 @@ class Bottleneck(nn.Module):
 
     Parameters
     ----------
-    in_features:
+    in_features : int
         Size of the adapter's input.
-    bottleneck:
+    bottleneck : int
         Size ``r`` of the bottleneck.
-    out_features:
+    out_features : int, optional
         Size of the adapter's output (defaults to ``in_features``).
-    activation:
+    activation : str
         One of :data:`ACTIVATIONS`.
-    scaling:
+    scaling : float
         Factor applied to the output.
-    device, dtype:
-        Where and in which type to create the parameters.
+    device : torch.device or str, optional
+        Where to create the parameters.
+    dtype : torch.dtype, optional
+        In which type to create the parameters.
     """
 
     def __init__(self, in_features: int, bottleneck: int, out_features: int | None = None,
@@ -423,10 +425,10 @@ def inject_bottleneck(model: nn.Module, config: BottleneckConfig) -> list[str]:
 
     Parameters
     ----------
-    model:
+    model : torch.nn.Module
         A ``transformers`` model (or any module with a block stack); best injected before any
         PEFT wrapper so that the module paths are the canonical ones.
-    config:
+    config : BottleneckConfig
         Where and how large the adapters are.
 
     Returns

@@ -34,16 +34,21 @@ def load_model(source: str | Path, *, base: LoadedModel | str | Path | None = No
 
     Parameters
     ----------
-    source:
+    source : str or Path
         A repspace checkpoint (``.pt``, base or tuned), an HF model folder, a PEFT adapter folder,
         a ``.safetensors`` file (its ``config.json`` beside it or in ``config``), or a hub id.
-    base:
+    base : LoadedModel or str or Path, optional
         For a tuned checkpoint or a PEFT adapter folder: the base to apply it onto (a loaded
         model or anything ``load_model`` accepts). A PEFT folder without it uses the base named in
         its ``adapter_config.json``. Applying onto a base other than the one tuned is an error.
         Ignored for models that are complete by themselves.
-    config:
+    config : str or Path, optional
         For a bare safetensors file: the folder with its ``config.json`` and tokenizer.
+
+    Returns
+    -------
+    LoadedModel
+        The model in eval mode, with its tokenizer (and processor) and fingerprint.
 
     Examples
     --------

@@ -14,27 +14,27 @@ class LoadedModel:
 
     Attributes
     ----------
-    model:
+    model : torch.nn.Module
         The module to call (a ``transformers`` model, or a PEFT model wrapping one), in eval mode.
-    tokenizer:
+    tokenizer : Any
         The tokenizer (or processor) that prepares its inputs.
-    fingerprint:
+    fingerprint : str
         SHA-256 identifying the weights actually run (see :mod:`repspace.models.fingerprint`).
-    source:
+    source : str
         Where it was loaded from (a path or hub id), for provenance.
-    kind:
+    kind : {"base", "tuned"}
         ``"base"`` or ``"tuned"``.
-    method:
+    method : str or None
         The tuning method of a tuned model (``"lora"``, ``"prefix_tuning"``, ...), else ``None``.
-    base_fingerprint:
+    base_fingerprint : str or None
         The fingerprint of the base a tuned model was applied onto.
-    virtual_tokens:
+    virtual_tokens : int
         Number of virtual tokens the model prepends to every hidden sequence (prompt tuning);
         capture strips them so tuned positions align with the base's. Prefix tuning adds
         keys/values only and prepends nothing, so it has 0 here.
-    info:
+    info : dict
         Extra metadata carried by the checkpoint (method config, training summary).
-    processor:
+    processor : Any
         For a vision-language model, the processor that turns (image, text) pairs into inputs
         (tokenizer + image processor + chat template), else ``None``. ``tokenizer`` is then the
         processor's tokenizer.

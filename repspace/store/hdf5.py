@@ -136,18 +136,18 @@ class StoreWriter:
 
     Parameters
     ----------
-    path:
+    path : str or Path
         The ``.h5`` store to write (or to continue, with ``resume=True``).
-    meta:
+    meta : Mapping[str, Any]
         Root attributes: ``model_fingerprint``, ``model_source``, ``probe_fingerprint``,
         ``pooling``, ``settings`` (a dict, stored as JSON), ``n_expected`` and, for one shard of
         a larger probe, ``shard_of`` (see :func:`merge_stores`).
-    layers:
+    layers : Mapping[str, Mapping[str, Any]]
         Layer name -> attributes (``module_path``, ``dim``, ``token_selection``, ``modality``).
         A ``dim`` of ``None`` is taken from the first batch.
-    tokens:
+    tokens : bool
         Also keep the ragged per-sample token matrices.
-    resume:
+    resume : bool
         Continue an unfinished capture into ``path`` made with the same ``meta``; samples after
         its last whole segment are captured again. A complete store at ``path`` made with the
         same ``meta`` is kept as it is (``n_written`` is then ``n_expected``). Otherwise start

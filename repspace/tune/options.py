@@ -9,8 +9,10 @@ from repspace.utils.options import Options, option
 
 @dataclass
 class TrainOptions(Options):
-    """Training: budget, optimiser, batches and device (the keywords of
-    :func:`repspace.tune.tune`)."""
+    """Training: budget, optimiser, batches and device.
+
+    The keywords of :func:`repspace.tune.tune`, and the flags of ``repspace tune``.
+    """
 
     task: str = option("classification", "classification (JSONL text,label) or generation "
                        "(JSONL prompt,answer)", choices=("classification", "generation"))

@@ -322,37 +322,56 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     """Tune ``base`` with ``method`` on a task and write the tuned checkpoint ``out``.
 
     The training keywords and their defaults are those of
-    :class:`~repspace.tune.options.TrainOptions` (checked against its constraints).
+    :class:`~repspace.tune.options.TrainOptions` (checked against its constraints). On CPU with
+    a fixed seed a run is reproducible bit for bit.
 
     Parameters
     ----------
-    method:
+    base : LoadedModel or str or Path
+        The base model (a loaded model or anything :func:`repspace.load_model` accepts).
+    method : str
         One of :data:`~repspace.tune.methods.METHODS` (``full``, ``lora``, ``dora``, ``adapter``,
         ``parallel-adapter``, ``prefix``, ``prompt``, ``ia3``, ``bitfit``, ``linear-probe``,
         ``connector``, ``pt-peft``); case-insensitive, usual spellings such as ``LoRA`` or
         ``prefix-tuning`` accepted.
-    task:
+    data : str or Path
+        Training data (JSONL).
+    out : str or Path
+        The tuned checkpoint (``.pt``) to write.
+    task : {"classification", "generation"}
         ``classification`` (JSONL ``text``, ``label``; accuracy) or ``generation`` (JSONL
         ``prompt``, ``answer``; loss on answer tokens; exact match). For a vision-language
         model, generation lines may name an ``image`` (relative to the JSONL file).
-    lr:
+    eval_data : str or Path, optional
+        Evaluation data (JSONL), scored after every epoch.
+    lr : float, optional
         Learning rate of the method's parameters (default: the method's). The classification
         head uses ``head_lr``. For ``pt-peft``, ``lr`` is stage 2's and ``stage1_lr`` stage 1's.
-    batch_size, grad_accum:
-        Global micro-batch and micro-batches per optimizer step.
-    dropout:
+    batch_size : int
+        Global micro-batch (split across processes under ``torchrun``).
+    grad_accum : int
+        Micro-batches per optimizer step.
+    dropout : float, optional
         Set every dropout probability of the model (``None`` keeps the model's own).
-    save_every:
+    save_every : int
         Also save the resumable state every N optimizer steps (it is saved after every epoch).
-    resume:
+    resume : bool
         Continue from the state saved next to ``out`` by an interrupted run.
-    option_values:
+    progress : bool
+        Show a progress bar.
+    peft_folder : bool
+        Also write the PEFT adapter folder of a PEFT method next to ``out``
+        (``<out stem>_peft``; not for ``pt-peft``).
+    **option_values
         Method options as flat keywords of the groups of :mod:`repspace.tune.methods.options`,
         e.g. ``lora_r=16``, ``prefix_tokens=20``, or ``include=["connector", "vision"]`` to tune
         those parts of a vision-language model too (methods apply to its language model only
         by default).
 
-    On CPU with a fixed seed a run is reproducible bit for bit. Returns a :class:`TuneResult`.
+    Returns
+    -------
+    TuneResult
+        The checkpoint and log paths, the final metric and the trainable parameter counts.
     """
     spec = get_method(method)
     options = parse_options(option_values)

@@ -122,9 +122,9 @@ def test_debiased_cka_with_zero_self_hsic_says_why(n):
     degenerate = np.zeros((n, 3))
     degenerate[2] = [1.0, 2.0, -0.5]
     Z = rng.normal(size=(n, 2))
-    with pytest.raises(InputError, match="The HSIC of X with itself is zero, so CKA is undefined"):
+    with pytest.raises(InputError, match="the HSIC of X with itself is zero, so CKA is undefined"):
         linear_cka(degenerate, Z, debiased=True)
-    with pytest.raises(InputError, match=r"The HSIC of Xs\[1\] with itself is zero"):
+    with pytest.raises(InputError, match=r"the HSIC of Xs\[1\] with itself is zero"):
         cka_matrix([Z, degenerate], [Z], debiased=True)
     assert 0 < linear_cka(degenerate, Z) <= 1
 
