@@ -1226,3 +1226,16 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path, base_pt: Path,
     the model: one line, exit status 130, no traceback."""
     code, other = _sigint_during_start_up(tmp_path, base_pt, delay)
     assert (code, other) == (130, ["repspace: error: interrupted"])
+
+
+def test_cka_of_a_matrix_with_itself_stays_in_its_range() -> None:
+    """Rounding put linear_cka(X, X) at 1.0000000000000002; it is clipped to [0, 1] (debiased:
+    [-1, 1]), and still 1 to rounding (the float64 formula, computed apart)."""
+    X = np.random.default_rng(0).normal(size=(30, 100))  # unclipped: 1.0000000000000009
+    Xc = X - X.mean(0)
+    reference = np.linalg.norm(Xc.T @ Xc) ** 2 / np.linalg.norm(Xc.T @ Xc) ** 2
+    for debiased in (False, True):
+        values = [repspace.metrics.linear_cka(X * s, X * s, debiased=debiased)
+                  for s in (1.0, 3.7, 1e-3, 123.0)]
+        assert all(v <= 1.0 for v in values)
+        assert values == pytest.approx([reference] * 4, abs=1e-12)

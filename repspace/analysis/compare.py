@@ -21,6 +21,7 @@ from repspace.models.api import load_base_model
 from repspace.probes import Probe, load_probe
 from repspace.results import CompareResult, ModelInfo
 from repspace.store import FeatureStore, check_aligned
+from repspace.utils.files import check_output
 
 
 def space_metrics(pooled: np.ndarray,
@@ -88,6 +89,8 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     """
     if not tuned:
         raise InputError("give at least one model to compare with the base")
+    if out is not None:
+        check_output(out, folder=True)
     probe = data if isinstance(data, Probe) else load_probe(data, limit=limit)
     if len(probe) < 4:
         raise InputError(f"comparisons need at least 4 samples; the probe has {len(probe)}")

@@ -28,6 +28,7 @@ from repspace.models import LoadedModel, load_model
 from repspace.models.api import load_base_model
 from repspace.models.structure import block_stack
 from repspace.results import ModelInfo, WeightReport
+from repspace.utils.files import check_output
 
 #: Name under which the virtual-token embeddings of prefix / prompt tuning are reported.
 PROMPT_EMBEDDINGS = "prompt_embeddings"
@@ -179,6 +180,8 @@ def weight_report(base: LoadedModel | str | Path,
 
     if not tuned:
         raise InputError("give at least one tuned model to compare with the base")
+    if out is not None:
+        check_output(out, folder=True)
     metrics.check_weight_options(k, epsilon, top, energy)
     if max_dim is not None and (isinstance(max_dim, bool) or not isinstance(max_dim, int)
                                 or max_dim < 1):

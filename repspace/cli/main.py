@@ -285,7 +285,7 @@ singular subspaces; added tensors (adapters, prefix) by size and spectrum. No da
   repspace cache list --cache-dir repspace-demo/cache      (the demo's own cache)
 
 'repspace compare' caches the features of each model it captures (one store per model, probe
-and capture settings; about 230 MB per MiniLM model on the shipped probe with tokens kept, 40 MB
+and capture settings; 229 MB per MiniLM model on the shipped probe with tokens kept, 10.7 MB
 with --no-tokens) under $REPSPACE_CACHE or ~/.cache/repspace, and reuses them.""",
     "compare": """examples:
   repspace compare base.pt tuned.pt
@@ -581,8 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupted(*, program: bool) -> int:
     """Say ``interrupted`` (exit status 130). As the program itself (``argv`` not given), exit
-    at once: CPython re-raises SIGINT at exit (status -2, after the line) when the interrupt
-    came while a library ran code through ``PyRun_String``, even though it was handled."""
+    at once: handled interrupts inside library code were seen to end the process by SIGINT
+    (status -2, after the line) at interpreter exit all the same."""
     code = _error("interrupted", 130)
     if program:
         sys.stdout.flush()

@@ -23,6 +23,7 @@ from repspace.models.tuned import (
     peft_part,
     tuned_payload,
 )
+from repspace.utils.files import check_output
 
 
 def _is_peft_folder(path: Path) -> bool:
@@ -134,7 +135,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *,
     processor files: image processor, chat template), weights and fingerprint, and is
     readable with ``torch.load(out, weights_only=True)``.
     """
-    out = Path(out)
+    out = check_output(out, flag="OUT")
     if out.suffix != ".pt":
         raise InputError(f"checkpoint file name must end in .pt: {out}")
     loaded = load_base(source, config=config)
