@@ -1092,9 +1092,12 @@ def test_compare_names_its_outputs_and_the_cache_it_used(capsys: pytest.CaptureF
     assert f"cache: 2 feature stores, {fmt_bytes(size)} in {cache / 'stores'}" in stdout
 
 
-def test_cache_list_and_clean(capsys: pytest.CaptureFixture, tmp_path: Path, five: Path,
-                              base_pt: Path, other_base_pt: Path) -> None:
+def test_cache_list_and_clean(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                              tmp_path: Path, five: Path, base_pt: Path,
+                              other_base_pt: Path) -> None:
     from repspace.results.tables import fmt_bytes
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # one block, whatever the terminal
 
     cache = tmp_path / "cache"
     code, _, err = _cached_compare(capsys, base_pt, other_base_pt, five, cache, tmp_path / "r")

@@ -112,7 +112,8 @@ def test_intruders_skip_models_that_change_no_matrix(report) -> None:
     assert ax.get_lines()[0].get_ydata().tolist() == [0, 2, 0]  # query + value per block
 
 
-def test_weight_summary_leaves_undefined_columns_empty(report) -> None:
+def test_weight_summary_leaves_undefined_columns_empty(report, monkeypatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # one block, whatever the terminal
     rows = {r["model"]: r for r in report.summary()}
     assert rows["prefix"]["intruders"] is None and rows["lora"]["intruders"] == 2
     assert rows["lora"]["numerical_rank_median"] == 4
