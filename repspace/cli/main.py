@@ -118,7 +118,7 @@ def _cache_use(stores: Iterable[str]) -> str:
     them."""
     from repspace.results.tables import fmt_bytes
 
-    paths = [Path(p) for p in stores]
+    paths = list(dict.fromkeys(Path(p) for p in stores))  # a model given twice: one store
     size = sum(p.stat().st_size for p in paths if p.is_file())
     folder = paths[0].parent if paths else "the cache"
     return (f"cache: {len(paths)} feature stores, {fmt_bytes(size)} in {folder} (see "
