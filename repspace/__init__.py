@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 # ``capture`` is both a stage (the package) and its function: the package is imported here, at
 # once (its __init__ is light), so that the function's name, bound after it, is what stays.
 from repspace.capture import capture
-from repspace.version import __version__
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
+    "__version__": "repspace.version",  # lazy: importlib.metadata is slow to import
     "resolve_layers": "repspace.capture",
     "compare": "repspace.analysis.compare",
     "stream_metrics": "repspace.analysis.streaming",
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from repspace.probes import Probe, load_probe
     from repspace.results import CompareResult, StreamResult, WeightReport
     from repspace.store import FeatureStore, StoreWriter
+    from repspace.version import __version__
 
 
 def __getattr__(name: str) -> Any:

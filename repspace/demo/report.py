@@ -102,6 +102,18 @@ def _weight_text(result: Any) -> str:
             f"{rows['prefix']['added_params']:,} parameters.")
 
 
+def smoke_label(result: Any) -> str:
+    """``smoke run: numbers are not meaningful (why)`` for a ``--quick`` run, else ``""``."""
+    reason = result.settings.get("smoke_run")
+    return f"smoke run: numbers are not meaningful ({reason})" if reason else ""
+
+
+def _permutation(stats: dict[str, Any]) -> str:
+    """The permutation test's p-value, or why there is none (``n/a (1 seed)``)."""
+    p = stats.get("permutation_p")
+    return f"p = {p:.3f}" if p is not None else stats.get("permutation", "n/a")
+
+
 def summary_text(result: Any) -> str:
     """What the numbers show, and whether they agree with the claim."""
     claims, stats = result.claims, result.stats["prefix_vs_lora_cka_last"]
@@ -118,7 +130,7 @@ def summary_text(result: Any) -> str:
         f"{acc['linear-probe']:.3f} for a linear head on the frozen model.",
         f"Prefix minus LoRA CKA at the last layer is {stats['difference']:.3f} (95% bootstrap CI "
         f"[{stats['difference_ci'][0]:.3f}, {stats['difference_ci'][1]:.3f}] over probe "
-        f"samples; permutation p = {stats['permutation_p']:.3f} over seeds).",
+        f"samples; permutation test over seeds: {_permutation(stats)}).",
         f"Paraphrase retrieval (upstream retention) is {result.base['retrieval']:.3f} for the "
         f"base and {rows['lora']['retrieval_mean']:.3f} / {rows['prefix']['retrieval_mean']:.3f}"
         f" / {rows['pt-peft-lora']['retrieval_mean']:.3f} for LoRA / prefix / PT-PEFT (LoRA).",
@@ -135,7 +147,9 @@ def summary_text(result: Any) -> str:
 
 def _markdown(result: Any, figures: dict[str, list[Path]]) -> str:
     header = [title for _, title in COLUMNS]
+    smoke = smoke_label(result)
     lines = ["# repspace demo: how tuning methods bend the pretrained space", "",
+             *([f"**{smoke}**", ""] if smoke else []),
              f"Base: `{result.settings['base']}`; {result.settings['seeds']} seed(s); "
              f"{result.settings['epochs']} epoch(s) per method; "
              f"{result.settings['probe_limit']} general probe sentences. "
@@ -172,13 +186,15 @@ def _html(result: Any, figures: dict[str, list[Path]]) -> str:
         f'{base64.b64encode(figures[name][0].read_bytes()).decode()}"/>'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for name, caption in FIGURES.items())
+    smoke = (f"<p><strong>{html.escape(smoke_label(result))}</strong></p>"
+             if smoke_label(result) else "")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
              "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;"
              "padding:4px 6px;text-align:right}td:first-child{text-align:left}"
              "img{max-width:100%}figure{margin:1.5em 0}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>repspace demo</title>"
             f"<style>{style}</style></head><body><h1>repspace demo: how tuning methods bend "
-            f"the pretrained space</h1><h2>Results</h2><table><tr>{head}</tr>{body}</table>"
+            f"the pretrained space</h1>{smoke}<h2>Results</h2><table><tr>{head}</tr>{body}</table>"
             f"<h2>Weight space</h2><p>dW = W_tuned - W_base per weight matrix, PEFT tuners "
             f"merged (seed 0); intruder dimensions after Shuttleworth et al. 2024.</p>"
             f"<table><tr>{weight_head}</tr>{weight_body}</table>"

@@ -161,6 +161,9 @@ def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None
                 device=device, progress=False)
         captured[label, seed] = stores
     result = _analyse(settings, base, layers, checkpoints, captured, jobs, out)
+    reason = smoke_reason(settings)
+    if reason:
+        result.settings["smoke_run"] = reason
     weights = weight_report(base, [checkpoints[arm.label, 0] for arm in ARMS],
                             names=[arm.label for arm in ARMS], max_dim=WEIGHT_MAX_DIM,
                             progress=progress)
@@ -170,6 +173,16 @@ def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None
     (out / "results.json").write_text(json.dumps(finite_json(result.to_dict()), indent=2) + "\n")
     write_report(result, out, weights)
     return result
+
+
+def smoke_reason(settings: DemoSettings) -> str | None:
+    """Why the numbers of a run with ``settings`` mean nothing (those of ``--quick``: a smoke
+    run of the pipeline), or ``None``."""
+    if settings != DemoSettings.quick().with_seeds(settings.seeds):
+        return None
+    return (f"--quick: {settings.train_limit} training examples, {settings.epochs} epoch, "
+            f"{settings.seeds} seed{'s' if settings.seeds > 1 else ''}; the methods are far "
+            "from trained")
 
 
 def weight_summary(report: WeightReport) -> list[dict[str, Any]]:
@@ -292,13 +305,16 @@ def _statistics(runs: list[dict], base_last: np.ndarray, last: dict,
     point, low, high = metrics.bootstrap_ci(
         difference, base_last, *[last["prefix", s] for s in seeds],
         *[last["lora", s] for s in seeds], n_boot=settings.bootstrap, seed=1, method="normal")
-    return {"prefix_vs_lora_cka_last": {
-        "prefix": cka("prefix"), "lora": cka("lora"),
-        "difference": point, "difference_ci": [low, high],
-        "permutation_p": metrics.permutation_test(cka("prefix"), cka("lora"),
-                                                  alternative="greater"),
-        "test": "one-sided two-sample permutation test over seeds (exact); paired bootstrap "
-                "over probe samples for the CI of the difference"}}
+    found = {"prefix": cka("prefix"), "lora": cka("lora"), "difference": point,
+             "difference_ci": [low, high],
+             "test": "one-sided two-sample permutation test over seeds (exact); paired "
+                     "bootstrap over probe samples for the CI of the difference"}
+    if len(seeds) > 1:  # with one seed per method there is no permutation distribution
+        found["permutation_p"] = metrics.permutation_test(cka("prefix"), cka("lora"),
+                                                          alternative="greater")
+    else:
+        found["permutation"] = "n/a (1 seed)"
+    return {"prefix_vs_lora_cka_last": found}
 
 
 def evaluate_claims(summary: list[dict[str, Any]]) -> dict[str, Any]:

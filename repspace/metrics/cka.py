@@ -73,7 +73,8 @@ def linear_cka(X: ArrayLike, Y: ArrayLike, *, debiased: bool = False) -> float:
     Y = as_matrix(Y, "Y", min_rows=min_rows, why=why)
     check_pair(X, Y)
     xs, ys = [_prepare(X, "X")], [_prepare(Y, "Y")]
-    return float(cka_from_hsic(*_linear_hsic(xs, ys, debiased), ["X"], ["Y"])[0, 0])
+    return float(np.clip(cka_from_hsic(*_linear_hsic(xs, ys, debiased), ["X"], ["Y"])[0, 0],
+                         -1.0 if debiased else 0.0, 1.0))  # rounding: the documented range
 
 
 def rbf_cka(X: ArrayLike, Y: ArrayLike, *, threshold: float = 1.0, debiased: bool = False) -> float:

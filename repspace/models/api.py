@@ -10,10 +10,11 @@ import peft
 import torch
 from torch import nn
 
-from repspace.errors import InputError
+from repspace.errors import InputError, RepspaceError
 from repspace.models.checkpoint import read_checkpoint, write_checkpoint
 from repspace.models.loaded import LoadedModel
-from repspace.models.sources import base_payload, load_base
+from repspace.models.paths import looks_like_path
+from repspace.models.sources import base_payload, load_base, tuned_as_base
 from repspace.models.tuned import (
     Part,
     apply_tuned,
@@ -22,10 +23,56 @@ from repspace.models.tuned import (
     peft_part,
     tuned_payload,
 )
+from repspace.utils.files import check_output
 
 
 def _is_peft_folder(path: Path) -> bool:
     return path.is_dir() and (path / "adapter_config.json").is_file()
+
+
+def _base_fingerprint_of(path: Path) -> str | None:
+    """The fingerprint a base checkpoint records (``None`` for anything else)."""
+    try:
+        payload = read_checkpoint(path)
+    except RepspaceError:
+        return None
+    return payload["fingerprint"] if payload["kind"] == "base" else None
+
+
+def recorded_base(path: Path, payload: dict[str, Any]) -> str | LoadedModel:
+    """The base of the tuned checkpoint ``path`` when none is given: the base it records
+    (``base_source``, a path as given when it was tuned), looked for relative to the
+    checkpoint's own folder, then as given, then as any base checkpoint beside it, and taken
+    only with the recorded fingerprint; a packaged or hub id as it is.
+
+    Raises
+    ------
+    InputError
+        When no base with that fingerprint is found, naming ``--base`` (and ``base=``).
+    """
+    named = str(payload.get("base_source") or "")
+    wanted = payload["base_fingerprint"]
+    candidates = []
+    if named:
+        recorded = Path(named)
+        candidates += [recorded] if recorded.is_absolute() else [path.parent / recorded,
+                                                                  recorded]
+    candidates += sorted(path.parent.glob("*.pt"))
+    seen: set[Path] = set()
+    for candidate in candidates:
+        key = candidate.resolve()
+        if key in seen or key == path.resolve() or not candidate.is_file():
+            continue
+        seen.add(key)
+        if _base_fingerprint_of(candidate) == wanted:
+            return str(candidate)
+    if named and not looks_like_path(named):  # tuned from a hub or packaged id
+        loaded = load_base(named)
+        if loaded.fingerprint == wanted:
+            return loaded
+    recorded_as = f" (it was tuned from {named}, fingerprint {wanted[:12]})" if named else ""
+    raise InputError(f"{path} is a tuned checkpoint and its base was not found{recorded_as}: "
+                     "pass the base it was tuned from with --base (base= in Python)")
 
 
 def load_model(source: str | Path, *, base: LoadedModel | str | Path | None = None,
@@ -69,13 +116,20 @@ def load_model(source: str | Path, *, base: LoadedModel | str | Path | None = No
         payload = read_checkpoint(path)
         if payload["kind"] == "tuned":
             if base is None:
-                base = payload.get("base_source")
-                if not base or not Path(base).exists():
-                    raise InputError(f"{path} is a tuned checkpoint: pass the base it was tuned "
-                                     "from (base=... or the first model on the command line)")
+                base = recorded_base(path, payload)
             base_model = base if isinstance(base, LoadedModel) else load_model(base)
             return apply_tuned(base_model, payload, str(path))
     return load_base(source, config=config)
+
+
+def load_base_model(source: LoadedModel | str | Path) -> LoadedModel:
+    """The base model of an analysis (a loaded model, or anything :func:`load_base` reads); a
+    tuned checkpoint or tuned model here is an :class:`InputError` that says so."""
+    if isinstance(source, LoadedModel):
+        if source.kind == "tuned":
+            raise tuned_as_base(source.source, source.method, None)
+        return source
+    return load_base(source)
 
 
 def export_checkpoint(source: str | Path, out: str | Path, *,
@@ -86,7 +140,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *,
     processor files: image processor, chat template), weights and fingerprint, and is
     readable with ``torch.load(out, weights_only=True)``.
     """
-    out = Path(out)
+    out = check_output(out, flag="OUT")
     if out.suffix != ".pt":
         raise InputError(f"checkpoint file name must end in .pt: {out}")
     loaded = load_base(source, config=config)

@@ -13,6 +13,7 @@ from repspace.plots.style import (
     color,
     draw_spectra,
     layer_axis,
+    layer_title,
     marker,
     paper_style,
     save,
@@ -50,7 +51,8 @@ def plot_metric_by_layer(result: CompareResult, key: str, *, ax: Any = None,
         x = np.arange(len(result.layers))
         if base_key is not None:
             ax.plot(x, result.column(result.models[0].name, base_key), color=BASE_COLOR,
-                    linestyle="--", marker="o", label="base")
+                    linestyle="--", marker="o", fillstyle="none", linewidth=1.0, zorder=3,
+                    label="base")  # on top: a model that kept the base's values hides it
         for i, model in enumerate(result.models):
             ax.plot(x, result.column(model.name, key), color=color(i), marker=marker(i),
                     label=model.name)
@@ -69,7 +71,7 @@ def plot_spectra(result: CompareResult, *, ax: Any = None) -> Any:
     with paper_style():
         fig, ax = _axes(ax)
         draw_spectra(ax, result.spectra, ["base", *(m.name for m in result.models)])
-        ax.set_title(f"Spectrum at {result.layers[-1]}")
+        ax.set_title(f"Last layer ({layer_title(result.layers[-1])})")
     return fig
 
 

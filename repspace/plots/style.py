@@ -82,17 +82,57 @@ def layer_axis(ax: Any, layers: list[str]) -> None:
     ax.set_xlabel("Layer")
 
 
+#: Line styles that keep overlapping series apart (with the markers), in series order.
+LINESTYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def linestyle(i: int) -> Any:
+    return LINESTYLES[i % len(LINESTYLES)]
+
+
+#: Singular values below this share of the largest, times the number of values, are rounding
+#: noise of float32 features (numpy's ``matrix_rank`` tolerance): not drawn.
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def numerical_spectrum(values: Any) -> np.ndarray:
+    """Singular values divided by the largest, without the numerical zeros (those below
+    ``len(values) * eps(float32)`` of the largest, e.g. the one that centring removes)."""
+    values = np.asarray(values, dtype=float)
+    if not values.size or values[0] <= 0:
+        return np.zeros(0)
+    scaled = values / values[0]
+    return scaled[scaled > len(values) * FLOAT32_EPS]
+
+
+def layer_title(name: str) -> str:
+    """A layer for a title: ``encoder.layer.5`` -> ``block 5``, else its tick label."""
+    label = short_layer(name)
+    return f"block {label}" if label.isdigit() else label
+
+
 def draw_spectra(ax: Any, spectra: dict[str, list[float]], names: list[str]) -> None:
-    """Singular values normalised by the largest, log scale, numerical zeros dropped; ``names``
-    starts with ``base`` (dashed black), the others follow in palette order."""
+    """Singular values normalised by the largest, log scale, numerical zeros dropped (see
+    :func:`numerical_spectrum`); ``names`` starts with ``base`` (dashed black), the others follow
+    in palette order, each with its own line style and markers so that overlapping spectra stay
+    apart. The y axis spans the smallest value drawn."""
+    lowest = 1.0
     for i, name in enumerate(names):
-        values = np.asarray(spectra[name], dtype=float)
-        values = values[values > 1e-10 * values[0]] / values[0]
-        style = ({"color": BASE_COLOR, "linestyle": "--"} if name == "base"
-                 else {"color": color(i - 1)})
-        ax.plot(np.arange(1, len(values) + 1), values, label=name, **style)
+        values = numerical_spectrum(spectra[name])
+        if not values.size:
+            continue
+        lowest = min(lowest, float(values.min()))
+        index = np.arange(1, len(values) + 1)
+        marks = np.unique(np.geomspace(1, len(values), 8).astype(int)) - 1
+        style = ({"color": BASE_COLOR, "linestyle": "--", "linewidth": 1.0, "zorder": 3}
+                 if name == "base"
+                 else {"color": color(i - 1), "linestyle": linestyle(i - 1),
+                       "marker": marker(i - 1), "markevery": list(marks)})
+        ax.plot(index, values, label=name, **style)
     ax.set_yscale("log")
-    ax.set_xlabel("Index")
+    ax.set_xscale("log")
+    ax.set_ylim(lowest / 1.5, 1.5)
+    ax.set_xlabel("Index (largest first)")
     ax.set_ylabel("Singular value / largest")
     ax.legend(frameon=False, ncol=2 if len(names) > 4 else 1)
 

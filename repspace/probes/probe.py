@@ -169,9 +169,16 @@ def iter_jsonl(path: str | Path, required: Sequence[str] = ()) -> Iterator[tuple
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise FormatError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or any(record.get(f) is None for f in required):
-            raise FormatError(f"{path}:{number}: expected a JSON object with {fields}"
-                              if required else f"{path}:{number}: expected a JSON object")
+        if not isinstance(record, dict):
+            raise FormatError(f"{path}:{number}: expected a JSON object"
+                              + (f" with {fields}" if required else "")
+                              + f", got {type(record).__name__}")
+        missing = next((name for name in required if record.get(name) is None), None)
+        if missing is not None:
+            has = ", ".join(map(str, record)) or "nothing"
+            problem = (f'field "{missing}" is null' if missing in record
+                       else f'no "{missing}" field')
+            raise FormatError(f"{path}:{number}: {problem} (the line has: {has})")
         yield number, record
 
 

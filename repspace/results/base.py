@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from repspace.errors import FormatError, InputError
-from repspace.utils.files import json_text, read_json
+from repspace.errors import FormatError
+from repspace.utils.files import check_output, json_text, read_json
 
 R = TypeVar("R", bound="Result")
 
@@ -83,9 +83,7 @@ class Result:
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """``STEM.json``, ``STEM.csv`` and the figures in the folder ``out_dir``."""
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out {out} is a file; give a folder for the results")
+        out = check_output(out_dir, folder=True)
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / f"{self.stem}.json", out / f"{self.stem}.csv"]
         self.to_json(paths[0])

@@ -65,8 +65,12 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _median(values: list[float]) -> float | None:
-    return float(np.median(values)) if values else None
+def _median(values: list[float]) -> float | int | None:
+    """The median, as an int when it is one (the median of ranks is mostly a rank)."""
+    if not values:
+        return None
+    median = float(np.median(values))
+    return int(median) if median.is_integer() else median
 
 
 @dataclass
@@ -132,7 +136,7 @@ class WeightReport(Result):
                 "numerical_rank_median": _median(values("numerical_rank")),
                 "effective_rank_mean": _mean(values("effective_rank")),
                 "energy_rank_median": _median(values("energy_rank")),
-                "intruders": int(sum(values("intruders"))),
+                "intruders": int(sum(values("intruders"))) if mats else None,
                 "intruder_share_mean": _mean(values("intruder_share")),
                 "angle_max_deg": max(values("angle_max_deg"), default=None)})
         return rows

@@ -32,11 +32,25 @@ _FIELDS = {"classification": ("text", "label"), "generation": ("prompt", "answer
 IGNORE = -100
 
 
+class Record(dict):
+    """A line of a task file, which knows where it was read (``where``: ``FILE:LINE``) so that
+    errors about it can say so."""
+
+    where: str = ""
+
+
+def _record(values: dict[str, Any], where: str) -> Record:
+    record = Record(values)
+    record.where = where
+    return record
+
+
 def read_jsonl(path: str | Path, task: str) -> list[dict[str, Any]]:
-    """Records of a task file, each checked for the task's fields."""
+    """Records of a task file, each checked for the task's fields (each a :class:`Record`)."""
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    records = [record for _, record in iter_jsonl(path, _FIELDS[task])]
+    records = [_record(record, f"{path}:{number}")
+               for number, record in iter_jsonl(path, _FIELDS[task])]
     if not records:
         raise FormatError(f"data file is empty: {path}")
     for record in records:
@@ -76,9 +90,14 @@ class Encoded:
 def encode_classification(records: Sequence[dict], tokenizer: Any, max_length: int,
                           label_names: list[str]) -> Encoded:
     index = {name: i for i, name in enumerate(label_names)}
-    unknown = sorted({str(r["label"]) for r in records} - set(index))
-    if unknown:
-        raise InputError(f"labels not seen in training: {', '.join(unknown[:5])}")
+    unseen = [r for r in records if str(r["label"]) not in index]
+    if unseen:
+        where = getattr(unseen[0], "where", "")
+        others = sorted({str(r["label"]) for r in unseen})
+        raise InputError(f"{where + ': ' if where else ''}label {str(unseen[0]['label'])!r} was "
+                         f"not seen in training (training labels: {', '.join(label_names[:8])}"
+                         f"{', ...' if len(label_names) > 8 else ''}; {len(unseen)} lines have "
+                         f"unseen labels: {', '.join(others[:5])})")
     ids = tokenizer([str(r["text"]) for r in records], truncation=True,
                     max_length=max_length)["input_ids"]
     return Encoded(list(ids), [index[str(r["label"])] for r in records])

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from repspace.errors import FormatError
+from repspace.errors import FormatError, InputError
 
 
 def temporary_name(path: str | Path) -> Path:
@@ -34,6 +34,27 @@ def fsync(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_output(path: str | Path, *, folder: bool = False, flag: str = "--out") -> Path:
+    """Check, before any work, that the output ``path`` (a file, or with ``folder`` a folder of
+    results) can be written: it is not a folder where a file goes or a file where a folder
+    goes, and its nearest existing parent is a folder that can be written into. A failure is
+    an :class:`~repspace.errors.InputError` naming ``flag``; nothing is created.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; give a folder for the results")
+    if not folder and path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; give a file name")
+    parent = path if folder else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{flag} {path}: {parent} is a file, not a folder")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: cannot write into {parent} (permission denied)")
+    return path
 
 
 @contextmanager
