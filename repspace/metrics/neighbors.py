@@ -55,17 +55,23 @@ def mutual_knn(X: ArrayLike, Y: ArrayLike, k: int = 10, *, clip: float | None = 
     X = as_matrix(X, "X", min_rows=2)
     Y = as_matrix(Y, "Y", min_rows=2)
     check_pair(X, Y)
-    n = X.shape[0]
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n:
-        raise InputError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
     if clip is not None:
         q = check_fraction(clip, "clip")
         X, Y = _clip_outliers(X, q), _clip_outliers(Y, q)
+    return float(knn_overlap(X, Y, k).mean())
+
+
+def knn_overlap(X: np.ndarray, Y: np.ndarray, k: int, names: tuple[str, str] = ("X", "Y")
+                ) -> np.ndarray:
+    """|N_X(i) ∩ N_Y(i)| / k for every sample i of validated float64 X, Y sharing n rows, with
+    the cosine neighbourhoods of :func:`mutual_knn` (whose value is the mean of these)."""
+    n = X.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n:
+        raise InputError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
     rows = np.arange(n)[:, None]
     in_x = np.zeros((n, n), dtype=bool)
-    in_x[rows, _knn(X, k, "X")] = True
-    overlap = in_x[rows, _knn(Y, k, "Y")].sum(axis=1)
-    return float(overlap.mean() / k)
+    in_x[rows, _knn(X, k, names[0])] = True
+    return in_x[rows, _knn(Y, k, names[1])].sum(axis=1) / k
 
 
 def _clip_outliers(X: np.ndarray, q: float) -> np.ndarray:
