@@ -12,13 +12,13 @@ from repspace.metrics.accumulators import (
     minibatch_cka_matrix,
 )
 from repspace.metrics.alignment import principal_angles, procrustes_distance
-from repspace.metrics.anisotropy import anisotropy
 from repspace.metrics.cca import pwcca, svcca
 from repspace.metrics.cka import cka_matrix, linear_cka, rbf_cka
-from repspace.metrics.displacement import Displacement, displacement
+from repspace.metrics.dissimilarity import rdm, rsa
+from repspace.metrics.isotropy import anisotropy
 from repspace.metrics.neighbors import mutual_knn
+from repspace.metrics.per_sample import Displacement, displacement
 from repspace.metrics.retrieval import retrieval_accuracy
-from repspace.metrics.rsa import rdm, rsa
 from repspace.metrics.spectrum import (
     effective_rank,
     mean_normalized_spectrum,
