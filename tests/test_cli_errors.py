@@ -852,7 +852,7 @@ def test_real_file_size_limit_while_capturing_then_resume(capsys: pytest.Capture
 def test_demo_with_no_seeds(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = run_cli(capsys, ["demo", "--quick", "--seeds", "0", "--out", out])
-    assert_one_error_line(*result, "the demo needs at least 1 seed per method, got 0")
+    assert_one_error_line(*result, "a study needs at least 1 seed per method, got 0")
     assert not (out / "results.json").exists()
 
 

@@ -1,5 +1,7 @@
-"""`repspace demo --quick`: the report is complete, every number is finite, and the numbers
-equal what recomputing from the stored features gives; a second run reuses the cache."""
+"""`repspace demo --quick` (the encoder study) and `--study decoder --quick`: the report is
+complete and renders in a browser, every number is finite, the numbers equal what recomputing
+from the stored features gives, the trajectories end at the final models, the checks follow
+their stated rule, and a second run reuses the cache."""
 
 from __future__ import annotations
 
@@ -7,15 +9,22 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from repspace import metrics
 from repspace.cli import main
-from repspace.demo.report import FIGURES
+from repspace.demo.claims import PLATEAU_GAIN, verdict
+from repspace.demo.forgetting import is_correct, normalize
+from repspace.demo.report import WEIGHT_FIGURES
+from repspace.plots.demo import FIGURES
 from repspace.store import FeatureStore
+from tests.browser import render
+
+#: Values that are legitimately undefined: a trajectory check has no CI and no test.
+UNDEFINED = re.compile(r"^\.checks\[\d+\]\.(ci|p)$")
 
 
 @pytest.fixture(scope="module")
@@ -38,27 +47,31 @@ def _numbers(value, path=""):
         yield path, math.nan
 
 
-def test_report_structure(demo):
+def test_report_puts_the_verdict_first_and_renders(demo, tmp_path):
     out, results = demo
-    for name in FIGURES:
+    for name in [*FIGURES, *WEIGHT_FIGURES]:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 2000
     markdown = (out / "report.md").read_text()
-    html = (out / "report.html").read_text()
-    assert "## Results" in markdown and "## What the numbers show" in markdown
-    sources = re.findall(r'src="([^"]+)"', html)
-    assert len(sources) == len(FIGURES) and all(s.startswith("data:image/png;base64,")
-                                                for s in sources)
-    for row in results["summary"]:
-        assert f"| {row['method']} | {row['accuracy_mean']:.3f} | {row['cka_last_mean']:.3f} |" \
-            in markdown
-    verdict = "agree with the claim" if results["claims"]["holds"] else "do not fully agree"
-    assert verdict in markdown and verdict in html
+    sections = [markdown.index(f"## {s}") for s in ("Verdict", "Figures", "Results")]
+    assert sections == sorted(sections)
+    assert "smoke run: numbers are not meaningful" in markdown
+    for check in results["checks"]:
+        assert f"| {check['claim']} | {check['probe_set']} |" in markdown
+    probe_sets = {c["probe_set"] for c in results["checks"]}
+    assert probe_sets == {"task", "general"}
+    page = render(out / "report.html", tmp_path / "report.png")
+    assert len(page["images"]) == len(FIGURES) + len(WEIGHT_FIGURES)
+    assert all(image["ok"] for image in page["images"]), page["images"]
+    assert not page["wide"] and page["scroll"] <= page["width"], page
+    assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
 def test_every_number_is_finite(demo):
     _, results = demo
-    bad = [path for path, value in _numbers(results) if not math.isfinite(value)]
+    bad = [path for path, value in _numbers(results) if not math.isfinite(value)
+           and not UNDEFINED.match(path)
+           and not path.endswith(("rank_ratio", "rank_ratio_mean", "rank_ratio_std"))]
     assert not bad, bad[:5]
     assert len(results["runs"]) == len(results["methods"]) == 7
 
@@ -73,38 +86,81 @@ def test_results_name_no_absolute_path(demo):
 
 def test_numbers_equal_recomputation_from_stores(demo):
     out, results = demo
-    last = results["layers"][-1]
-    base_stores = results["base"]["stores"]
-    with FeatureStore(out / base_stores["probe"]) as store:
-        base = store.pooled(last)
-        assert store.sample_ids[:1] and len(store.sample_ids) == results["settings"][
-            "probe_limit"]
+    layers, last = results["layers"], results["layers"][-1]
+    rank_tokens = results["settings"]["rank_tokens"]
+    base = {}
+    for probe_set in ("task", "general"):
+        with FeatureStore(out / results["base"]["stores"][probe_set]) as store:
+            base[probe_set] = {la: store.pooled(la) for la in layers}
     for run in results["runs"]:
-        with FeatureStore(out / run["stores"]["probe"]) as store:
-            tuned = store.pooled(last)
-            record = run["layers"][-1]
-            assert record["cka"] == pytest.approx(metrics.linear_cka(base, tuned), abs=1e-9)
-            assert record["cka_debiased"] == pytest.approx(
-                metrics.linear_cka(base, tuned, debiased=True), abs=1e-9)
-            assert record["effective_rank"] == pytest.approx(metrics.effective_rank(tuned),
-                                                             abs=1e-9)
-            assert record["rank_ratio"] == pytest.approx(
-                metrics.rank_ratio(store.tokens(last)), abs=1e-12)
+        for probe_set in ("task", "general"):
+            with FeatureStore(out / run["stores"][probe_set]) as store:
+                for i, layer in enumerate(layers):
+                    tuned, record = store.pooled(layer), run[probe_set][i]
+                    assert record["cka"] == pytest.approx(
+                        metrics.linear_cka(base[probe_set][layer], tuned), abs=1e-9)
+                    assert record["cka_debiased"] == pytest.approx(
+                        metrics.linear_cka(base[probe_set][layer], tuned, debiased=True),
+                        abs=1e-9)
+                    assert record["effective_rank_ratio"] == pytest.approx(
+                        metrics.effective_rank(tuned)
+                        / metrics.effective_rank(base[probe_set][layer]), abs=1e-9)
+                if run["seed"] == 0:  # seed 0 keeps token features: the rank ratio
+                    long = [t[:rank_tokens] for t in store.tokens(last)
+                            if t.shape[0] >= rank_tokens]
+                    assert run[probe_set][-1]["rank_samples"] == len(long)
+                    if probe_set == "general":
+                        assert len(long) > 50
+                        assert run[probe_set][-1]["rank_ratio"] == pytest.approx(
+                            metrics.rank_ratio(long), abs=1e-12)
         with FeatureStore(out / run["stores"]["paraphrase"]) as store:
             features = store.pooled(last)
             half = len(features) // 2
             expected = (metrics.retrieval_accuracy(features[:half], features[half:])
                         + metrics.retrieval_accuracy(features[half:], features[:half])) / 2
             assert run["retrieval"] == pytest.approx(expected, abs=1e-12)
-    for row in results["summary"]:
-        runs = [r for r in results["runs"] if r["method"] == row["method"]]
-        assert row["cka_last_mean"] == pytest.approx(np.mean([r["layers"][-1]["cka"]
-                                                              for r in runs]), abs=1e-12)
-        assert row["accuracy_mean"] == pytest.approx(np.mean([r["accuracy"] for r in runs]))
-        low, high = row["cka_last_ci"]
-        assert low <= high
     probe = next(r for r in results["runs"] if r["method"] == "linear-probe")
-    assert probe["layers"][-1]["cka"] == pytest.approx(1.0, abs=1e-9)  # the space is untouched
+    assert probe["task"][-1]["cka"] == pytest.approx(1.0, abs=1e-9)  # the space is untouched
+
+
+def test_trajectories_run_from_the_base_to_the_final_model(demo):
+    _, results = demo
+    evaluations = results["settings"]["evaluations"]
+    for name, points in results["trajectories"].items():
+        run = next(r for r in results["runs"] if r["method"] == name and r["seed"] == 0)
+        assert points[0] == {"step": 0, "score": results["base"]["score"], "cka": 1.0,
+                             "effective_rank_ratio": 1.0}
+        steps = [p["step"] for p in points]
+        assert steps == sorted(steps) and len(steps) == evaluations + 1
+        assert points[-1]["cka"] == pytest.approx(run["task"][-1]["cka"], abs=1e-12)
+        assert points[-1]["score"] == pytest.approx(run["score"])
+        assert [p["score"] for p in points[1:]] == [
+            h["accuracy"] for h in run["history"]]
+    summary = {row["method"]: row for row in results["summary"]}
+    for name, row in summary.items():
+        history = next(r for r in results["runs"] if r["method"] == name)["history"]
+        gain = history[-1]["accuracy"] - history[-2]["accuracy"]
+        assert row["last_gain"] == pytest.approx(gain)
+        assert row["plateaued"] == (gain <= PLATEAU_GAIN)
+
+
+def test_checks_follow_their_rule(demo):
+    _, results = demo
+    summary = {row["method"]: row for row in results["summary"]}
+    for check in results["checks"]:
+        low = check["ci"][0] if check["ci"] else None
+        threshold = -0.01 if "matches the task score" in check["claim"] else 0.0
+        if check["kind"] != "trajectory":
+            assert check["verdict"] == verdict(check["estimate"], low, threshold)
+            assert check["ci"][0] <= check["estimate"] <= check["ci"][1]
+            assert 0 <= check["p"] <= 1
+        if check["kind"] == "representation" and "CKA" in check["numbers"]:
+            a, b = check["values"]
+            key = f"{check['probe_set']}_cka_mean"
+            assert check["values"][a] == pytest.approx(summary[a][key], abs=1e-9)
+            assert check["estimate"] == pytest.approx(summary[a][key] - summary[b][key],
+                                                      abs=1e-9)
+    assert set(results["verdict"]) == {"task", "general"}
 
 
 def test_second_run_reuses_the_cache(demo):
@@ -116,3 +172,39 @@ def test_second_run_reuses_the_cache(demo):
     assert again["summary"] == results["summary"]
     for path, mtime in checkpoints.items():
         assert os.stat(path).st_mtime_ns == mtime
+
+
+def test_the_knowledge_rule():
+    assert normalize("The Eiffel Tower, in Paris!") == ["eiffel", "tower", "in", "paris"]
+    assert is_correct("It has twelve sides.", "12")
+    assert is_correct("About 300,000 km/s.", "300000")
+    assert not is_correct("Parisian food", "Paris")
+    assert not is_correct("10.0 metres", "0")
+
+
+@pytest.fixture(scope="module")
+def decoder(smollm2_pt, tmp_path_factory):
+    """The decoder study's smoke run, on the session's export of SmolLM2."""
+    out = tmp_path_factory.mktemp("decoder")
+    (out / "cache").mkdir()
+    shutil.copy(smollm2_pt, out / "cache" / "base-decoder.pt")
+    assert main(["demo", "--study", "decoder", "--quick", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_decoder_study_measures_forgetting_and_last_tokens(decoder):
+    out, results = decoder
+    assert results["settings"]["study"] == "decoder"
+    assert results["base"]["knowledge"] == 1.0  # the shipped questions are those it answers
+    assert 0 < results["base"]["lm_loss"] < 6
+    for run in results["runs"]:
+        assert 0 <= run["knowledge"] <= 1 and len(run["knowledge_hits"]) == 24
+        assert run["lm_loss"] > 0
+        for probe_set in ("task", "general"):
+            assert 0 < run[probe_set][-1]["cka_last_token"] <= 1 + 1e-9
+            assert run[probe_set][-1]["rank_ratio"] is not None
+    claims = {c["claim"] for c in results["checks"]}
+    assert "prefix forgets less than LoRA" in claims
+    markdown = (out / "report.md").read_text()
+    assert "GK accuracy" in markdown and "LM loss" in markdown

@@ -179,20 +179,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from repspace.demo import DemoSettings, run_demo
-    from repspace.demo.report import COLUMNS, smoke_label, table_rows
+    from repspace.demo import StudySettings, run_study
+    from repspace.demo.report import TERMINAL_COLUMNS, smoke_label, terminal_rows, verdict_text
     from repspace.results.tables import fixed_width
 
-    settings = (DemoSettings.quick() if args.quick else DemoSettings()).with_seeds(args.seeds)
-    result = run_demo(args.out, settings=settings, device=args.device)
+    preset = "quick" if args.quick else "gpu" if args.gpu else "default"
+    settings = StudySettings.preset_of(args.study, preset).with_seeds(args.seeds)
+    result = run_study(args.out, settings=settings, device=args.device)
     smoke = smoke_label(result)
     if smoke:
         print(smoke)
-    print(fixed_width([title for _, title in COLUMNS], table_rows(result)))
-    verdict = "holds" if result.claims["holds"] else "does not fully hold"
+    print(fixed_width(TERMINAL_COLUMNS, terminal_rows(result)))
     out = Path(args.out)
-    print(f"\n{'smoke run, ' if smoke else ''}claim {verdict}; report: {out / 'report.html'}, "
-          f"{out / 'report.md'}, numbers: {out / 'results.json'}")
+    print(f"\n{'smoke run; ' if smoke else ''}the claim is {verdict_text(result)}\n"
+          f"report: {out / 'report.html'}, {out / 'report.md'}, numbers: "
+          f"{out / 'results.json'}")
     return 0
 
 
@@ -266,9 +267,10 @@ not grow with the number of samples. The stores must hold the same sample ids in
       --out lora.pt                                              (several processes / GPUs)
   repspace tune base.pt --method lora --data train.jsonl --out lora.pt --resume""",
     "demo": """examples:
-  repspace demo                       (the full study, about 20 minutes on a 2-core CPU)
-  repspace demo --quick --out quick/  (one seed, fewer samples: a few minutes)
-  repspace demo --seeds 5 --device cuda""",
+  repspace demo                            (the encoder study, MiniLM: about 20 min, 2-core CPU)
+  repspace demo --study decoder --out dec/ (SmolLM2-135M: about 30 min on a 2-core CPU)
+  repspace demo --quick --out quick/       (a smoke run of the pipeline: a few minutes)
+  repspace demo --study decoder --gpu      (more seeds and steps, bf16 on one GPU)""",
     "weights": """examples:
   repspace weights base.pt lora.pt                          (summary table per model)
   repspace weights base.pt lora.pt full.pt bitfit.pt --out weights/ --detail
@@ -400,12 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("demo", "Reproduce 'LoRA and adapters bend the space, prefix keeps it, PT-PEFT gets "
-            "both' on the shipped MiniLM and data, and write a report.", _cmd_demo)
+    p = add("demo", "Test 'LoRA and adapters bend the space, prefix keeps it, PT-PEFT gets both' "
+            "on a shipped real model and data, and write a report.", _cmd_demo)
+    p.add_argument("--study", default="encoder", choices=("encoder", "decoder"),
+                   help="encoder: all-MiniLM-L6-v2 on a classification task (default); "
+                   "decoder: SmolLM2-135M-Instruct on a generation task")
     p.add_argument("--out", default="repspace-demo", help="output folder (default repspace-demo)")
-    p.add_argument("--seeds", type=int, help="seeds per method (default 3; 1 with --quick)")
-    p.add_argument("--quick", action="store_true", help="fewer samples, one seed, short training")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    p.add_argument("--seeds", type=int, help="seeds per method (default: the preset's)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a smoke run: few samples, one seed, "
+                      "short training (its numbers mean nothing)")
+    size.add_argument("--gpu", action="store_true", help="the GPU preset: more seeds, steps and "
+                      "samples, bf16 on CUDA")
+    p.add_argument("--device", help="auto (CUDA if present), cpu, cuda (default: the preset's)")
 
     p = add("export", "Write a self-contained base checkpoint (.pt) of a model.", _cmd_export)
     p.add_argument("source", help="HF model folder, .safetensors file, or hub id")

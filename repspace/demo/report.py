@@ -1,5 +1,6 @@
-"""The demo report: ``report.md``, a self-contained ``report.html`` (figures embedded), and the
-figures as PDF and PNG. The text that states what the numbers show is built from the numbers."""
+"""The study report: ``report.md``, a self-contained ``report.html`` (figures embedded), and the
+figures as PDF and PNG. The verdict table comes first, then the figures, then the detail; the
+text that states what was found is built from the numbers."""
 
 from __future__ import annotations
 
@@ -8,22 +9,11 @@ import html
 from pathlib import Path
 from typing import Any
 
-from repspace.plots.demo import save_demo_figures
+from repspace.demo.claims import PLATEAU_GAIN, SCORE_MARGIN
+from repspace.plots.demo import FIGURES, save_demo_figures
 from repspace.plots.weights import save_weight_figures
 
-COLUMNS = [
-    ("method", "Method"),
-    ("accuracy", "Task accuracy"),
-    ("cka_last", "CKA last (biased)"),
-    ("cka_last_ci", "95% CI"),
-    ("cka_last_debiased", "CKA last (debiased)"),
-    ("cka_mean_layers", "Mean CKA over layers"),
-    ("task_cka_last", "CKA last, task set"),
-    ("rank_ratio_last", "Rank ratio last"),
-    ("effective_rank_last", "Eff. rank last"),
-    ("retrieval", "Paraphrase retrieval"),
-    ("trainable", "Trainable params (%)"),
-]
+VERDICT_COLUMNS = ["Claim", "Probe set", "Numbers", "Difference (95% CI)", "Test", "Verdict"]
 
 WEIGHT_COLUMNS = [
     ("method", "Method"),
@@ -34,17 +24,10 @@ WEIGHT_COLUMNS = [
     ("numerical_rank_median", "Median rank of dW"),
     ("effective_rank_mean", "Mean eff. rank of dW"),
     ("intruders", "Intruder dims"),
-    ("intruder_share_mean", "Intruder energy share"),
     ("angle_max_deg", "Max principal angle (°)"),
 ]
 
-FIGURES = {
-    "cka_by_layer": "Linear CKA to the base by layer on the general probe (mean over seeds, "
-                    "band = 1 std).",
-    "effective_rank_by_layer": "Effective rank of probe features by layer (base dashed).",
-    "spectra_last_layer": "Singular value spectra of last-layer probe features (seed 0).",
-    "tradeoff": "Task accuracy against CKA to the base at the last layer: the trade-off.",
-    "umap_last_layer": "UMAP of base (grey) and tuned last-layer probe features (seed 0).",
+WEIGHT_FIGURES = {
     "weights_dw_heatmap": "Relative change ‖dW‖_F / ‖W‖_F of each weight matrix by layer "
                           "(seed 0; LoRA merged into W; blank = unchanged).",
     "weights_dw_spectra": "Singular values of dW per changed matrix (solid) and of added "
@@ -52,6 +35,16 @@ FIGURES = {
     "weights_intruders": "Intruder dimensions per layer (Shuttleworth et al. 2024: top-10 "
                          "singular vectors of W_tuned with |cos| < 0.5 to all of W_base's).",
 }
+
+LEGEND = ("✓: the 95% CI lies on the claim's side; ~: the estimate does but the CI crosses "
+          "(not resolved at this size); ✗: the estimate is on the other side. Representation "
+          "checks are decided on the task inputs (the paper's setting) and repeated on general "
+          "text; every difference is stated so that a positive value supports the claim. "
+          f"'Matches the task score' allows {SCORE_MARGIN:.2f} less.")
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -61,17 +54,60 @@ def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if row["seeds"] > 1 else f"{mean:.{digits}f}"
 
 
+def verdict_rows(result: Any) -> list[list[str]]:
+    """The verdict table as strings, one row per check."""
+    rows = []
+    for check in result.checks:
+        ci = check["ci"]
+        difference = _f(check["estimate"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        rows.append([check["claim"], check["probe_set"], check["numbers"], difference,
+                     check["test"], check["verdict"]])
+    return rows
+
+
+TERMINAL_COLUMNS = ["Claim", "Set", "Difference (95% CI)", "p", ""]
+
+
+def terminal_rows(result: Any) -> list[list[str]]:
+    """The verdict table for the terminal: claim, probe set, difference with CI, p, verdict
+    (the numbers and the tests' names are in the report)."""
+    return [[row[0], row[1], row[3], _f(check["p"]), row[5]]
+            for row, check in zip(verdict_rows(result), result.checks, strict=True)]
+
+
+def columns(result: Any) -> list[tuple[str, str]]:
+    """``(key, title)`` of the per-arm table: the task score, then per probe set CKA, the
+    effective-rank ratio and the rank ratio at the last layer, then forgetting."""
+    score = "Accuracy" if result.metric == "accuracy" else "Exact match"
+    cols = [("method", "Method"), ("score", score)]
+    for s, tag in (("task", "task"), ("general", "general")):
+        cols += [(f"{s}_cka", f"CKA {tag}"), (f"{s}_cka_debiased", f"CKA {tag} (debiased)"),
+                 (f"{s}_effective_rank_ratio", f"Eff. rank ratio {tag}"),
+                 (f"{s}_rank_ratio", f"Rank ratio {tag}")]
+    for key, title in (("retrieval", "Paraphrase retrieval"), ("knowledge", "GK accuracy"),
+                       ("lm_loss", "LM loss")):
+        if f"{key}_mean" in result.summary[0]:
+            cols.append((key, title))
+    return [*cols, ("trainable", "Trainable (%)"), ("plateaued", "Plateaued")]
+
+
 def table_rows(result: Any) -> list[list[str]]:
-    """The results table as strings, one row per method."""
+    """The per-arm table as strings (means ± std over seeds, last layer)."""
     rows = []
     for row in result.summary:
-        low, high = row["cka_last_ci"]
-        rows.append([
-            row["method"], _pm(row, "accuracy"), _pm(row, "cka_last"),
-            f"[{low:.3f}, {high:.3f}]", _pm(row, "cka_last_debiased"),
-            _pm(row, "cka_mean_layers"), _pm(row, "task_cka_last"), _pm(row, "rank_ratio_last"),
-            _pm(row, "effective_rank_last", 1), _pm(row, "retrieval"),
-            f"{row['trainable_params']:,} ({row['trainable_percent']:.2f}%)"])
+        cells = []
+        for key, _ in columns(result):
+            if key == "method":
+                cells.append(row["method"])
+            elif key == "trainable":
+                cells.append(f"{row['trainable_params']:,} ({row['trainable_percent']:.2f}%)")
+            elif key == "plateaued":
+                cells.append("yes" if row["plateaued"] else
+                             f"no (+{row['last_gain']:.3f})" if row["last_gain"] is not None
+                             else "-")
+            else:
+                cells.append(_pm(row, key))
+        rows.append(cells)
     return rows
 
 
@@ -88,126 +124,143 @@ def weight_rows(result: Any) -> list[list[str]]:
     return [[cell(row, key) for key, _ in WEIGHT_COLUMNS] for row in result.weights]
 
 
-def _weight_text(result: Any) -> str:
-    rows = {r["method"]: r for r in result.weights}
-    if not all(m in rows for m in ("full", "lora", "adapter", "prefix")):
-        return ""
-    full, lora = rows["full"], rows["lora"]
-    return (f"In weight space (seed 0), full fine-tuning changed {full['matrices']} matrices "
-            f"with a median dW rank of {full.get('numerical_rank_median', 0):.0f} and "
-            f"{full['intruders']} intruder dimensions; LoRA changed {lora['matrices']} with a "
-            f"median rank of {lora.get('numerical_rank_median', 0):.0f} and "
-            f"{lora['intruders']} intruder dimensions; adapters and prefix tuning leave every "
-            f"base weight as it was and add {rows['adapter']['added_params']:,} / "
-            f"{rows['prefix']['added_params']:,} parameters.")
-
-
 def smoke_label(result: Any) -> str:
     """``smoke run: numbers are not meaningful (why)`` for a ``--quick`` run, else ``""``."""
     reason = result.settings.get("smoke_run")
     return f"smoke run: numbers are not meaningful ({reason})" if reason else ""
 
 
-def _permutation(stats: dict[str, Any]) -> str:
-    """The permutation test's p-value, or why there is none (``n/a (1 seed)``)."""
-    p = stats.get("permutation_p")
-    return f"p = {p:.3f}" if p is not None else stats.get("permutation", "n/a")
+def plateau_text(result: Any) -> str:
+    """Which arms had not plateaued (score still rising by more than 1 point at the end)."""
+    rising = [f"{r['method']} (+{r['last_gain']:.3f})" for r in result.summary
+              if not r["plateaued"] and r["last_gain"] is not None]
+    if not rising:
+        return (f"Every arm had plateaued: no task score rose by more than {PLATEAU_GAIN:.2f} "
+                "between its last two evaluations.")
+    return (f"Not plateaued (task score still rising by more than {PLATEAU_GAIN:.2f} at the "
+            f"last evaluation): {', '.join(rising)}. Their endpoints understate what they "
+            "reach; compare them on the trajectories.")
+
+
+def verdict_text(result: Any) -> str:
+    """The overall verdict per probe set, in words."""
+    words = {"supported": "supported (every check ✓)",
+             "not resolved": "not resolved (no check against it, some not significant)",
+             "contradicted": "contradicted by at least one check (✗)"}
+    return "; ".join(f"on {s}: {words[v]}" for s, v in result.verdict.items())
 
 
 def summary_text(result: Any) -> str:
-    """What the numbers show, and whether they agree with the claim."""
-    claims, stats = result.claims, result.stats["prefix_vs_lora_cka_last"]
-    cka, acc = claims["cka_last"], claims["accuracy"]
+    """What the numbers show, in a few sentences."""
     rows = {r["method"]: r for r in result.summary}
-    said = [
-        f"At the last layer, linear CKA to the pretrained space is {cka['lora']:.3f} for LoRA, "
-        f"{cka['adapter']:.3f} for adapters and {cka['full']:.3f} for full fine-tuning, against "
-        f"{cka['prefix']:.3f} for prefix tuning and {cka['pt-peft-lora']:.3f} / "
-        f"{cka['pt-peft-adapter']:.3f} for PT-PEFT (LoRA / adapter).",
-        f"Task accuracy is {acc['lora']:.3f} (LoRA), {acc['adapter']:.3f} (adapter), "
-        f"{acc['prefix']:.3f} (prefix), {acc['pt-peft-lora']:.3f} / "
-        f"{acc['pt-peft-adapter']:.3f} (PT-PEFT), {acc['full']:.3f} (full) and "
-        f"{acc['linear-probe']:.3f} for a linear head on the frozen model.",
-        f"Prefix minus LoRA CKA at the last layer is {stats['difference']:.3f} (95% bootstrap CI "
-        f"[{stats['difference_ci'][0]:.3f}, {stats['difference_ci'][1]:.3f}] over probe "
-        f"samples; permutation test over seeds: {_permutation(stats)}).",
-        f"Paraphrase retrieval (upstream retention) is {result.base['retrieval']:.3f} for the "
-        f"base and {rows['lora']['retrieval_mean']:.3f} / {rows['prefix']['retrieval_mean']:.3f}"
-        f" / {rows['pt-peft-lora']['retrieval_mean']:.3f} for LoRA / prefix / PT-PEFT (LoRA).",
-    ]
-    failed = [name.replace("_", " ").replace("pt peft", "PT-PEFT")
-              for name, ok in claims["checks"].items() if not ok]
-    verdict = ("These numbers agree with the claim: LoRA and adapters bend the space, prefix "
-               "tuning keeps it, and PT-PEFT gets the task score of the first with more of the "
-               "space kept." if claims["holds"] else
-               "These numbers do not fully agree with the claim; expected but not seen: "
-               + "; ".join(failed) + ".")
-    return " ".join([*said, _weight_text(result), verdict]).replace("  ", " ")
+    parts = []
+    cka = ", ".join(f"{m} {rows[m]['task_cka_mean']:.3f}" for m in result.methods)
+    parts.append(f"On the task inputs, last-layer linear CKA to the base is: {cka}.")
+    general = ", ".join(f"{m} {rows[m]['general_cka_mean']:.3f}" for m in result.methods)
+    parts.append(f"On general text: {general}.")
+    score = ", ".join(f"{m} {rows[m]['score_mean']:.3f}" for m in result.methods)
+    parts.append(f"Task score (base {result.base['score']:.3f}): {score}.")
+    if "knowledge" in result.base:
+        gk = ", ".join(f"{m} {rows[m]['knowledge_mean']:.3f}" for m in result.methods)
+        loss = ", ".join(f"{m} {rows[m]['lm_loss_mean']:.3f}" for m in result.methods)
+        parts.append(f"General-knowledge accuracy (base {result.base['knowledge']:.3f}): {gk}; "
+                     f"LM loss on general text (base {result.base['lm_loss']:.3f}): {loss}.")
+    if "retrieval" in result.base:
+        ret = ", ".join(f"{m} {rows[m]['retrieval_mean']:.3f}" for m in result.methods)
+        parts.append(f"Paraphrase retrieval (base {result.base['retrieval']:.3f}): {ret}.")
+    parts.append(plateau_text(result))
+    parts.append(f"The claim is {verdict_text(result)}.")
+    return " ".join(parts)
+
+
+def _settings_text(result: Any) -> str:
+    s = result.settings
+    return (f"Study `{s['study']}` (preset `{s['preset']}`), base `{s['base']}`; "
+            f"{s['seeds']} seed(s); {s['epochs']} epoch(s) of {s['train_limit'] or 'all'} "
+            f"training examples at batch {s['batch_size']} for every arm (PT-PEFT: half per "
+            f"stage); {s['evaluations']} evaluation(s) per epoch. Probe sets: "
+            f"{s['eval_limit'] or 'all'} task inputs (the eval set) and {s['general_limit']} "
+            f"passages of general text. CKA is linear CKA to the base at the last layer; the "
+            f"rank ratio uses samples of at least {s['rank_tokens']} tokens (their first "
+            f"{s['rank_tokens']}).")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows)]
+
+
+def _captions() -> dict[str, str]:
+    return {**{name: caption for name, (_, caption) in FIGURES.items()}, **WEIGHT_FIGURES}
 
 
 def _markdown(result: Any, figures: dict[str, list[Path]]) -> str:
-    header = [title for _, title in COLUMNS]
     smoke = smoke_label(result)
-    lines = ["# repspace demo: how tuning methods bend the pretrained space", "",
-             *([f"**{smoke}**", ""] if smoke else []),
-             f"Base: `{result.settings['base']}`; {result.settings['seeds']} seed(s); "
-             f"{result.settings['epochs']} epoch(s) per method; "
-             f"{result.settings['probe_limit']} general probe sentences. "
-             "CKA is linear CKA to the base (biased HSIC unless marked debiased; "
-             "the CI is a 95% normal-approximation bootstrap over probe samples of the seed "
-             "mean).", "",
-             "## Results", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
-    weight_header = [title for _, title in WEIGHT_COLUMNS]
-    lines += ["", "## Weight space", "",
-              "dW = W_tuned - W_base per weight matrix, PEFT tuners merged into W (seed 0; no "
-              "data needed; `weights.json` / `weights.csv` hold every number). Intruder "
-              "dimensions: top-10 singular vectors of W_tuned whose |cos| with every singular "
-              "vector of W_base is below 0.5 (Shuttleworth et al. 2024).", "",
-              "| " + " | ".join(weight_header) + " |", "|" + "---|" * len(weight_header)]
-    lines += ["| " + " | ".join(row) + " |" for row in weight_rows(result)]
-    lines += ["", "## What the numbers show", "", summary_text(result), "", "## Figures", ""]
-    for name, caption in FIGURES.items():
+    lines = [f"# repspace study ({result.settings['study']}): how tuning methods bend the "
+             "pretrained space", "", *([f"**{smoke}**", ""] if smoke else []),
+             _settings_text(result), "", "## Verdict", "",
+             *_md_table(VERDICT_COLUMNS, verdict_rows(result)), "", LEGEND, "",
+             f"**The claim is {verdict_text(result)}.** {plateau_text(result)}", "",
+             "## Figures", ""]
+    for name, caption in _captions().items():
         png, pdf = (path.as_posix() for path in figures[name])
         lines += [f"![{caption}]({png})", "", f"*{caption}* ([PDF]({pdf}))", ""]
+    lines += ["## Results", "", "Per arm, last layer, mean ± std over seeds "
+              "(`results.json` holds every layer).", "",
+              *_md_table([t for _, t in columns(result)], table_rows(result)), "",
+              "## Weight space", "",
+              "dW = W_tuned - W_base per weight matrix, PEFT tuners merged into W (seed 0; no "
+              "data needed; `weights.json` / `weights.csv` hold every number).", "",
+              *_md_table([t for _, t in WEIGHT_COLUMNS], weight_rows(result)), "",
+              "## What the numbers show", "", summary_text(result), ""]
     return "\n".join(lines)
 
 
-def _html(result: Any, figures: dict[str, list[Path]]) -> str:
-    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in COLUMNS)
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in table_rows(result))
-    weight_head = "".join(f"<th>{html.escape(title)}</th>" for _, title in WEIGHT_COLUMNS)
-    weight_body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
-                          + "</tr>" for row in weight_rows(result))
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(result: Any, figures: dict[str, list[Path]]) -> str:
     images = "".join(
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
         f'{base64.b64encode(figures[name][0].read_bytes()).decode()}"/>'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for name, caption in FIGURES.items())
+        for name, caption in _captions().items())
     smoke = (f"<p><strong>{html.escape(smoke_label(result))}</strong></p>"
              if smoke_label(result) else "")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:0.85em}td,th{border:1px solid #ccc;"
-             "padding:4px 6px;text-align:right}td:first-child{text-align:left}"
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+             "line-height:1.4}table{border-collapse:collapse;font-size:0.8em;width:100%}"
+             "td,th{border:1px solid #ccc;padding:3px 5px;text-align:right;"
+             "overflow-wrap:anywhere}td:first-child,th:first-child{text-align:left}"
              "img{max-width:100%}figure{margin:1.5em 0}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>repspace demo</title>"
-            f"<style>{style}</style></head><body><h1>repspace demo: how tuning methods bend "
-            f"the pretrained space</h1>{smoke}<h2>Results</h2><table><tr>{head}</tr>{body}</table>"
+    title = (f"repspace study ({html.escape(result.settings['study'])}): how tuning methods "
+             "bend the pretrained space")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body><h1>{title}</h1>{smoke}"
+            f"<p>{html.escape(_settings_text(result))}</p><h2>Verdict</h2>"
+            f"{_html_table(VERDICT_COLUMNS, verdict_rows(result))}"
+            f"<p>{html.escape(LEGEND)}</p><p><strong>The claim is "
+            f"{html.escape(verdict_text(result))}.</strong> {html.escape(plateau_text(result))}"
+            f"</p><h2>Figures</h2>{images}<h2>Results</h2><p>Per arm, last layer, mean ± std "
+            f"over seeds.</p>{_html_table([t for _, t in columns(result)], table_rows(result))}"
             f"<h2>Weight space</h2><p>dW = W_tuned - W_base per weight matrix, PEFT tuners "
             f"merged (seed 0); intruder dimensions after Shuttleworth et al. 2024.</p>"
-            f"<table><tr>{weight_head}</tr>{weight_body}</table>"
+            f"{_html_table([t for _, t in WEIGHT_COLUMNS], weight_rows(result))}"
             f"<h2>What the numbers show</h2><p>{html.escape(summary_text(result))}</p>"
-            f"<h2>Figures</h2>{images}</body></html>")
+            f"</body></html>")
 
 
 def write_report(result: Any, out: Path, weights: Any) -> list[Path]:
     """Write ``report.md``, ``report.html`` and the figures (those of the
     :class:`~repspace.results.weights.WeightReport` ``weights`` too) into ``out``."""
+    from repspace.utils.files import write_text_atomic
+
     figures = {**save_demo_figures(result, out / "figures"),
                **save_weight_figures(weights, out / "figures")}
     relative = {k: [p.relative_to(out) for p in v] for k, v in figures.items()}
-    (out / "report.md").write_text(_markdown(result, relative), encoding="utf-8")
-    (out / "report.html").write_text(_html(result, figures), encoding="utf-8")
+    write_text_atomic(out / "report.md", _markdown(result, relative))
+    write_text_atomic(out / "report.html", _html(result, figures))
     return [out / "report.md", out / "report.html", *(p for v in figures.values() for p in v)]

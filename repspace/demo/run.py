@@ -1,6 +1,7 @@
-"""The demo study: tune every method with several seeds on the shipped task, capture base and
-tuned models on the general probe, the task's eval set and the paraphrase set, compute the
-metrics and statistics, and hand them to the report.
+"""A study: tune every arm with several seeds, evaluating (and, for seed 0, snapshotting) it
+along the way; capture the base, the tuned models and the snapshots on the task inputs and on
+general text; measure forgetting; compute the metrics, the trajectories and the claim checks,
+and hand them to the report.
 
 Everything is cached under ``OUT/cache`` (checkpoints by training settings, feature stores by
 model and probe fingerprints), so a second run with the same settings only recomputes numbers.
@@ -11,6 +12,9 @@ checkpoints is written to ``OUT/weights.json`` and ``OUT/weights.csv``.
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +25,11 @@ from tqdm import tqdm
 
 from repspace import metrics
 from repspace.analysis.cache import cached_capture
-from repspace.analysis.compare import pair_metrics, space_metrics
 from repspace.analysis.weights import weight_report
 from repspace.capture import resolve_layers
-from repspace.demo.settings import ARMS, Arm, DemoSettings
+from repspace.demo import claims as checks
+from repspace.demo.forgetting import knowledge_accuracy, lm_loss, paraphrase_retrieval
+from repspace.demo.settings import Arm, StudySettings
 from repspace.errors import FormatError
 from repspace.models import LoadedModel, export_checkpoint, load_model
 from repspace.probes import Probe, iter_jsonl, load_probe
@@ -32,16 +37,18 @@ from repspace.results import WeightReport
 from repspace.store import FeatureStore
 from repspace.tune import tune
 from repspace.tune.data import read_jsonl
-from repspace.utils.files import finite_json
+from repspace.utils.device import resolve_device
+from repspace.utils.files import json_text, write_text_atomic
 
-#: Matrices with a longer side (the 30,522 x 384 vocabulary embedding of full fine-tuning) get
-#: only their norms in the demo: their SVDs would cost more than all other matrices together.
+#: Matrices with a longer side (a vocabulary embedding under full fine-tuning) get only their
+#: norms in the study: their SVDs would cost more than all other matrices together.
 WEIGHT_MAX_DIM = 4096
+SETS = ("task", "general")
 
 
 @dataclass
-class DemoResult:
-    """Every number of the study (written to ``results.json``)."""
+class StudyResult:
+    """Every number of a study (written to ``results.json``)."""
 
     settings: dict[str, Any]
     layers: list[str]
@@ -49,31 +56,51 @@ class DemoResult:
     base: dict[str, Any]
     runs: list[dict[str, Any]]
     summary: list[dict[str, Any]]
-    stats: dict[str, Any]
-    claims: dict[str, Any]
+    trajectories: dict[str, list[dict[str, Any]]]
+    checks: list[dict[str, Any]]
+    verdict: dict[str, str]
     spectra: dict[str, list[float]] = field(default_factory=dict)
-    umap: dict[str, Any] = field(default_factory=dict)
     weights: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "repspace-demo", "version": 1, **asdict(self)}
+        return {"kind": "repspace-study", "version": 2, **asdict(self)}
 
     def method_summary(self, method: str) -> dict[str, Any]:
         return next(s for s in self.summary if s["method"] == method)
+
+    @property
+    def metric(self) -> str:
+        """The task score's name: ``accuracy`` or ``exact_match``."""
+        return "accuracy" if self.settings["task"] == "classification" else "exact_match"
 
 
 def _subset_file(source: str, limit: int | None, folder: Path, task: str) -> Path:
     records = read_jsonl(source, task)[:limit]
     path = folder / f"{Path(source).stem}-{len(records)}.jsonl"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     return path
 
 
-def _train(arm: Arm, seed: int, base: LoadedModel, settings: DemoSettings, train: Path,
-           evaluation: Path, folder: Path, device: str, progress: bool) -> Path:
-    """The arm's tuned checkpoint for ``seed``, trained unless cached."""
+def _steps_per_epoch(settings: StudySettings, train: Path) -> int:
+    """Optimizer steps per epoch over ``train``."""
+    return math.ceil(len(read_jsonl(train, settings.task)) / settings.batch_size)
+
+
+def _epochs(arm: Arm, settings: StudySettings) -> tuple[int, dict]:
+    """Epochs of the arm's (last) stage and its options: PT-PEFT splits ``epochs`` evenly, or,
+    with one epoch, halves the training set per stage (see :func:`_train`)."""
+    options = dict(arm.options)
+    if arm.method != "pt-peft":
+        return settings.epochs, options
+    options["stage1_epochs"] = max(1, settings.epochs // 2)
+    return max(1, settings.epochs - options["stage1_epochs"]), options
+
+
+def _train(arm: Arm, seed: int, base: LoadedModel, settings: StudySettings, train: Path,
+           evaluation: Path, folder: Path, device: str) -> Path:
+    """The arm's tuned checkpoint for ``seed``, trained unless cached; seed 0 also writes a
+    snapshot at every evaluation."""
     path = folder / f"{arm.label}-seed{seed}-{settings.key(arm, train, evaluation)}.pt"
     if path.exists():
         try:
@@ -81,15 +108,33 @@ def _train(arm: Arm, seed: int, base: LoadedModel, settings: DemoSettings, train
             return path
         except FormatError:
             path.unlink()
-    options = dict(arm.options)
-    epochs = settings.epochs
-    if arm.method == "pt-peft":
-        options["stage1_epochs"] = max(1, epochs // 2)
-        epochs = max(1, epochs - options["stage1_epochs"])
-    tune(base, arm.method, data=train, eval_data=evaluation, out=path, epochs=epochs, lr=arm.lr,
-         batch_size=settings.batch_size, max_length=settings.max_length, seed=seed,
-         device=device, progress=progress, peft_folder=False, **options)
+    epochs, options = _epochs(arm, settings)
+    data = train
+    if arm.method == "pt-peft" and settings.epochs == 1:
+        # one epoch in all: each stage sees half of the examples once
+        records = read_jsonl(train, settings.task)
+        data = _subset_file(str(train), len(records) // 2, folder, settings.task)
+    every = max(1, _steps_per_epoch(settings, data) // settings.evaluations)
+    tune(base, arm.method, task=settings.task, data=data, eval_data=evaluation, out=path,
+         epochs=epochs, lr=arm.lr, batch_size=settings.batch_size,
+         max_length=settings.max_length, seed=seed, device=device, progress=False,
+         peft_folder=False, eval_every=every, snapshots=seed == 0, **options)
     return path
+
+
+def _snapshots(checkpoint: Path) -> dict[int, Path]:
+    """``{step: path}`` of the snapshots written beside ``checkpoint``."""
+    pattern = re.compile(re.escape(checkpoint.stem) + r"\.step(\d+)\.pt$")
+    found = {int(m.group(1)): p for p in checkpoint.parent.iterdir()
+             if (m := pattern.match(p.name))}
+    return dict(sorted(found.items()))
+
+
+def _task_probe(path: Path, task: str) -> Probe:
+    records = read_jsonl(path, task)
+    key = "text" if task == "classification" else "prompt"
+    return Probe(tuple(str(r.get("id", i)) for i, r in enumerate(records)),
+                 tuple(r[key] for r in records), str(path))
 
 
 def _paraphrase_probe(path: str, limit: int | None) -> Probe:
@@ -100,89 +145,156 @@ def _paraphrase_probe(path: str, limit: int | None) -> Probe:
     return Probe(tuple(ids), tuple(texts), path)
 
 
-def _task_probe(path: Path) -> Probe:
-    records = read_jsonl(path, "classification")
-    return Probe(tuple(str(r.get("id", i)) for i, r in enumerate(records)),
-                 tuple(r["text"] for r in records), str(path))
-
-
-def _retrieval(features: np.ndarray) -> float:
-    """Mean of a->b and b->a top-1 paraphrase retrieval accuracy (rows: all a, then all b)."""
-    half = features.shape[0] // 2
-    a, b = features[:half], features[half:]
-    return (metrics.retrieval_accuracy(a, b) + metrics.retrieval_accuracy(b, a)) / 2
-
-
 def _relative(path: Path, out: Path) -> str:
-    """``path`` relative to the demo's output folder, as ``results.json`` records it."""
+    """``path`` relative to the study's output folder, as ``results.json`` records it."""
     return Path(path).relative_to(out).as_posix()
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return metrics.mean_std([v for v in values if v is not None]) if any(
-        v is not None for v in values) else (None, None)
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    present = [v for v in values if v is not None]
+    return metrics.mean_std(present) if present else (None, None)
 
 
-def run_demo(out: str | Path = "repspace-demo", *, settings: DemoSettings | None = None,
-             device: str = "auto", progress: bool = True) -> DemoResult:
-    """Run the whole study into ``out`` and return its numbers (see :class:`DemoResult`)."""
+def _long_tokens(tokens: list[np.ndarray], length: int) -> list[np.ndarray]:
+    """The first ``length`` token rows of every sample with at least that many."""
+    return [t[:length] for t in tokens if t.shape[0] >= length]
+
+
+class _Features:
+    """The pooled (and, where kept, token) features of one model on the study's probe sets."""
+
+    def __init__(self, stores: dict[str, Path], layers: list[str]) -> None:
+        self.pooled: dict[str, dict[str, np.ndarray]] = {}
+        self.tokens: dict[str, dict[str, list[np.ndarray]]] = {}
+        for name, path in stores.items():
+            with FeatureStore(path) as store:
+                names = layers if name in SETS else layers[-1:]
+                self.pooled[name] = {la: store.pooled(la) for la in names}
+                if name in SETS and store.meta.get("tokens"):
+                    self.tokens[name] = {la: store.tokens(la) for la in layers}
+
+
+def _space(features: _Features, probe_set: str, layer: str, rank_tokens: int,
+           base_rank: float | None = None) -> dict[str, Any]:
+    pooled = features.pooled[probe_set][layer]
+    row: dict[str, Any] = {"effective_rank": metrics.effective_rank(pooled)}
+    if base_rank is not None:
+        row["effective_rank_ratio"] = row["effective_rank"] / base_rank
+    tokens = features.tokens.get(probe_set, {}).get(layer)
+    long = _long_tokens(tokens, rank_tokens) if tokens else []
+    row["rank_ratio"] = metrics.rank_ratio(long) if len(long) >= 2 else None
+    row["rank_samples"] = len(long)
+    return row
+
+
+def _last_token(features: _Features, probe_set: str, layer: str) -> np.ndarray | None:
+    tokens = features.tokens.get(probe_set, {}).get(layer)
+    return np.stack([t[-1] for t in tokens]) if tokens else None
+
+
+def run_study(out: str | Path = "repspace-demo", *, settings: StudySettings | None = None,
+              device: str | None = None, progress: bool = True) -> StudyResult:
+    """Run the whole study into ``out`` and return its numbers (see :class:`StudyResult`).
+
+    ``device`` overrides the preset's (``auto``: CUDA if present, else the CPU).
+    """
     from repspace.demo.report import write_report
 
-    settings = settings or DemoSettings()
+    settings = settings or StudySettings()
+    device = device or settings.device
     out = Path(out)
     cache = out / "cache"
-    base_pt = cache / "base.pt"
+    base_pt = cache / f"base-{settings.study}.pt"
     if not base_pt.exists():
         export_checkpoint(settings.base, base_pt)
     base = load_model(base_pt)
-    train = _subset_file(settings.train, settings.train_limit, cache / "data", "classification")
-    evaluation = _subset_file(settings.eval, settings.eval_limit, cache / "data",
-                              "classification")
-    probes = {"probe": load_probe(limit=settings.probe_limit), "task": _task_probe(evaluation),
-              "paraphrase": _paraphrase_probe(settings.paraphrases,
-                                                settings.paraphrase_limit)}
-    jobs = [(arm, seed) for arm in ARMS for seed in range(settings.seeds)]
+    train = _subset_file(settings.train, settings.train_limit, cache / "data", settings.task)
+    evaluation = _subset_file(settings.eval, settings.eval_limit, cache / "data", settings.task)
+    probes = {"task": _task_probe(evaluation, settings.task),
+              "general": load_probe(settings.general, limit=settings.general_limit)}
+    if settings.paraphrases:
+        probes["paraphrase"] = _paraphrase_probe(settings.paraphrases, settings.paraphrase_limit)
+    jobs = [(arm, seed) for arm in settings.arms for seed in range(settings.seeds)]
     checkpoints = {}
     for arm, seed in tqdm(jobs, desc="tune", unit="run", disable=not progress):
         checkpoints[arm.label, seed] = _train(arm, seed, base, settings, train, evaluation,
-                                              cache / "checkpoints", device, False)
-    layers = resolve_layers(base.backbone, "blocks")
-    captured: dict[Any, dict[str, Path]] = {}
-    models = [("base", None, base)] + [
-        (arm.label, seed, None) for arm, seed in jobs]
-    for label, seed, loaded in tqdm(models, desc="capture", unit="model", disable=not progress):
-        model = loaded or load_model(checkpoints[label, seed], base=base)
-        stores = {}
-        for name, probe in probes.items():
-            stores[name] = cached_capture(
-                model, probe, cache_dir=cache, layers=layers if name != "paraphrase"
-                else layers[-1:], pooling="mean", tokens=name == "probe",
-                max_length=settings.max_length if name == "task" else 128, batch_size=64,
-                device=device, progress=False)
-        captured[label, seed] = stores
-    result = _analyse(settings, base, layers, checkpoints, captured, jobs, out)
-    reason = smoke_reason(settings)
-    if reason:
-        result.settings["smoke_run"] = reason
-    weights = weight_report(base, [checkpoints[arm.label, 0] for arm in ARMS],
-                            names=[arm.label for arm in ARMS], max_dim=WEIGHT_MAX_DIM,
+                                              cache / "checkpoints", device)
+    blocks = resolve_layers(base.backbone, "blocks")
+    layers = list(dict.fromkeys(blocks[::settings.layer_stride] + blocks[-1:]))
+
+    def capture(model: LoadedModel, name: str, tokens: bool, which: list[str]) -> Path:
+        length = settings.max_length if name == "task" else settings.general_length
+        return cached_capture(model, probes[name], cache_dir=cache, layers=which,
+                              pooling="mean", tokens=tokens, max_length=length, batch_size=32,
+                              device=device, progress=False)
+
+    models = [("base", None)] + [(arm.label, seed) for arm, seed in jobs]
+    stores: dict[Any, dict[str, Path]] = {}
+    snapshot_stores: dict[str, dict[int, Path]] = {}
+    forgetting: dict[Any, dict[str, Any]] = {}
+    knowledge = (read_jsonl(settings.knowledge, "generation")[:settings.knowledge_limit]
+                 if settings.knowledge else None)
+    for label, seed in tqdm(models, desc="measure", unit="model", disable=not progress):
+        model = base if label == "base" else load_model(checkpoints[label, seed], base=base)
+        keep_tokens = seed in (None, 0)
+        stores[label, seed] = {
+            name: capture(model, name, keep_tokens and name in SETS,
+                          layers if name in SETS else layers[-1:]) for name in probes}
+        if knowledge is not None:
+            forgetting[label, seed] = _decoder_forgetting(model, knowledge, probes["general"],
+                                                          settings, device)
+        if seed == 0:
+            snapshot_stores[label] = {
+                step: capture(load_model(path, base=base), "task", False, layers[-1:])
+                for step, path in _snapshots(checkpoints[label, 0]).items()}
+    base_score = _base_score(base, evaluation, settings, device)
+    result = _analyse(settings, layers, checkpoints, stores, snapshot_stores, forgetting,
+                      jobs, base_score, out)
+    weights = weight_report(base, [checkpoints[arm.label, 0] for arm in settings.arms],
+                            names=[arm.label for arm in settings.arms], max_dim=WEIGHT_MAX_DIM,
                             progress=progress)
     weights.to_json(out / "weights.json")
     weights.to_csv(out / "weights.csv")
     result.weights = weight_summary(weights)
-    (out / "results.json").write_text(json.dumps(finite_json(result.to_dict()), indent=2) + "\n")
+    json_text(result.to_dict(), out / "results.json")
     write_report(result, out, weights)
     return result
 
 
-def smoke_reason(settings: DemoSettings) -> str | None:
-    """Why the numbers of a run with ``settings`` mean nothing (those of ``--quick``: a smoke
-    run of the pipeline), or ``None``."""
-    if settings != DemoSettings.quick().with_seeds(settings.seeds):
-        return None
-    return (f"--quick: {settings.train_limit} training examples, {settings.epochs} epoch, "
-            f"{settings.seeds} seed{'s' if settings.seeds > 1 else ''}; the methods are far "
-            "from trained")
+def _decoder_forgetting(model: LoadedModel, knowledge: list[dict], general: Probe,
+                        settings: StudySettings, device: str) -> dict[str, Any]:
+    """General-knowledge accuracy (and per-question hits) and LM loss on general text."""
+    runner = model.model.to(resolve_device(device))
+    accuracy, hits = knowledge_accuracy(runner, model.tokenizer, knowledge)
+    loss = lm_loss(runner, model.tokenizer, list(general.texts),
+                   max_length=settings.general_length)
+    runner.to("cpu")
+    return {"knowledge": accuracy, "knowledge_hits": hits, "lm_loss": loss}
+
+
+def _base_score(base: LoadedModel, evaluation: Path, settings: StudySettings,
+                device: str) -> float:
+    """The task score before tuning: the majority label's share for classification (an
+    untrained head), the base's exact match for generation."""
+    records = read_jsonl(evaluation, settings.task)
+    if settings.task == "classification":
+        return Counter(r["label"] for r in records).most_common(1)[0][1] / len(records)
+    from repspace.tune.data import collate, encode_generation
+    from repspace.tune.tasks import Generator
+
+    data = encode_generation(records, base.tokenizer, settings.max_length)
+    generator = Generator(base.model.to(resolve_device(device))).eval()
+    pad = base.tokenizer.pad_token_id or 0
+    hits = []
+    with torch.inference_mode():
+        for start in range(0, len(data), settings.batch_size):
+            batch = collate(data, list(range(start, min(start + settings.batch_size,
+                                                        len(data)))), pad)
+            device_batch = {k: v.to(next(base.model.parameters()).device)
+                            for k, v in batch.items()}
+            hits.append(generator.per_example(device_batch)[1].cpu())
+    base.model.to("cpu")
+    return float(torch.cat(hits).float().mean())
 
 
 def weight_summary(report: WeightReport) -> list[dict[str, Any]]:
@@ -193,145 +305,181 @@ def weight_summary(report: WeightReport) -> list[dict[str, Any]]:
             for row in report.summary()]
 
 
-def _analyse(settings: DemoSettings, base: LoadedModel, layers: list[str],
-             checkpoints: dict, captured: dict, jobs: list, out: Path) -> DemoResult:
+def _analyse(settings: StudySettings, layers: list[str], checkpoints: dict, stores: dict,
+             snapshot_stores: dict, forgetting: dict, jobs: list, base_score: float,
+             out: Path) -> StudyResult:
     last = layers[-1]
-    base_stores = captured["base", None]
-    with FeatureStore(base_stores["probe"]) as s, FeatureStore(base_stores["task"]) as t, \
-            FeatureStore(base_stores["paraphrase"]) as p:
-        base_probe = {layer: s.pooled(layer) for layer in layers}
-        base_task = {layer: t.pooled(layer) for layer in layers}
-        base_space = {layer: space_metrics(base_probe[layer], s.tokens(layer)) for layer in layers}
-        base_info = {"stores": {k: _relative(v, out) for k, v in base_stores.items()},
-                     "effective_rank": [base_space[la]["effective_rank"] for la in layers],
-                     "rank_ratio": [base_space[la]["rank_ratio"] for la in layers],
-                     "retrieval": _retrieval(p.pooled(last)),
-                     "total_params": sum(x.numel() for x in base.model.parameters())}
-    spectra = {"base": metrics.singular_values(base_probe[last]).tolist()}
-    runs, last_features = [], {}
+    base = _Features(stores["base", None], layers)
+    base_space = {s: [_space(base, s, la, settings.rank_tokens) for la in layers] for s in SETS}
+    base_info: dict[str, Any] = {
+        "stores": {k: _relative(v, out) for k, v in stores["base", None].items()},
+        "score": base_score, **{f"{s}_space": base_space[s] for s in SETS}}
+    if "paraphrase" in base.pooled:
+        base_info["retrieval"] = paraphrase_retrieval(base.pooled["paraphrase"][last])
+    if forgetting:
+        base_info.update({k: v for k, v in forgetting["base", None].items()
+                          if k != "knowledge_hits"})
+    runs, features = [], {}
     for arm, seed in jobs:
-        stores = captured[arm.label, seed]
+        tuned = _Features(stores[arm.label, seed], layers)
+        features[arm.label, seed] = tuned
         payload = torch.load(checkpoints[arm.label, seed], weights_only=True)
         training = payload["training"]
-        per_layer = []
-        with FeatureStore(stores["probe"]) as s, FeatureStore(stores["task"]) as t, \
-                FeatureStore(stores["paraphrase"]) as p:
-            for layer in layers:
-                pooled = s.pooled(layer)
-                task_pooled = t.pooled(layer)
-                per_layer.append({
-                    "layer": layer, **pair_metrics(base_probe[layer], pooled, k=10),
-                    **space_metrics(pooled, s.tokens(layer)),
-                    "task_cka": metrics.linear_cka(base_task[layer], task_pooled),
-                    "task_cka_debiased": metrics.linear_cka(base_task[layer], task_pooled,
-                                                            debiased=True)})
-            retrieval = _retrieval(p.pooled(last))
-            last_features[arm.label, seed] = s.pooled(last)
-        if seed == 0:
-            spectra[arm.label] = metrics.singular_values(last_features[arm.label, 0]).tolist()
-        runs.append({"method": arm.label, "seed": seed,
-                     "checkpoint": _relative(checkpoints[arm.label, seed], out),
-                     "stores": {k: _relative(v, out) for k, v in stores.items()},
-                     "accuracy": training["final_metric"],
-                     "trainable_params": training["trainable_params"],
-                     "layers": per_layer, "retrieval": retrieval})
-    labels = list(dict.fromkeys(arm.label for arm, _ in jobs))
-    summary = [_summarise(label, [r for r in runs if r["method"] == label], base_info,
-                          base_probe[last], [last_features[k] for k in sorted(last_features)
-                                             if k[0] == label], settings)
+        per_set = {}
+        for s in SETS:
+            rows = []
+            for i, layer in enumerate(layers):
+                x, y = base.pooled[s][layer], tuned.pooled[s][layer]
+                row = {"layer": layer, "cka": metrics.linear_cka(x, y),
+                       "cka_debiased": metrics.linear_cka(x, y, debiased=True),
+                       **_space(tuned, s, layer, settings.rank_tokens,
+                                base_space[s][i]["effective_rank"])}
+                base_last, tuned_last = _last_token(base, s, layer), _last_token(tuned, s, layer)
+                if base_last is not None and tuned_last is not None and settings.task != \
+                        "classification":
+                    row["cka_last_token"] = metrics.linear_cka(base_last, tuned_last)
+                rows.append(row)
+            per_set[s] = rows
+        run = {"method": arm.label, "seed": seed,
+               "checkpoint": _relative(checkpoints[arm.label, seed], out),
+               "stores": {k: _relative(v, out) for k, v in stores[arm.label, seed].items()},
+               "score": training["final_metric"], "history": training["history"],
+               "trainable_params": training["trainable_params"],
+               "total_params": training["total_params"], **per_set}
+        if "paraphrase" in tuned.pooled:
+            run["retrieval"] = paraphrase_retrieval(tuned.pooled["paraphrase"][last])
+        if forgetting:
+            run.update(forgetting[arm.label, seed])
+        runs.append(run)
+    labels = [arm.label for arm in settings.arms]
+    summary = [_summarise(label, [r for r in runs if r["method"] == label], layers)
                for label in labels]
-    stats = _statistics(runs, base_probe[last], last_features, settings)
-    claims = evaluate_claims(summary)
-    from repspace.demo.embedding import umap_coordinates
+    trajectories = {label: _trajectory(base, snapshot_stores[label], features[label, 0],
+                                       next(r for r in runs if r["method"] == label),
+                                       base_score, last) for label in labels}
+    items = {"task": len(base.pooled["task"][last]),
+             "retrieval": len(base.pooled["paraphrase"][last]) if "paraphrase" in base.pooled
+             else 0, "knowledge": len(forgetting["base", None]["knowledge_hits"])
+             if forgetting else 0}
+    found = _checks(settings, base, features, summary, trajectories, last, items)
+    spectra = {"base": metrics.singular_values(base.pooled["task"][last]).tolist(),
+               **{label: metrics.singular_values(features[label, 0].pooled["task"][last]).tolist()
+                  for label in labels}}
+    return StudyResult(settings.to_dict() | {"smoke_run": settings.smoke_reason}, layers,
+                       labels, base_info, runs, summary, trajectories, found,
+                       checks.summarise(found), spectra)
 
-    umap = umap_coordinates(base_probe[last], {label: last_features[label, 0]
-                                               for label in labels}, settings.umap_points)
-    return DemoResult(settings.to_dict(), layers, labels, base_info, runs, summary, stats,
-                      claims, spectra, umap)
 
-
-def _summarise(label: str, runs: list[dict], base_info: dict, base_last: np.ndarray,
-               tuned_last: list[np.ndarray], settings: DemoSettings) -> dict[str, Any]:
-    def values(key: str, index: int = -1) -> list[float]:
-        return [r["layers"][index][key] for r in runs]
-
+def _summarise(label: str, runs: list[dict], layers: list[str]) -> dict[str, Any]:
+    """Means and standard deviations over seeds of one arm; last-layer numbers and per-layer
+    curves on both probe sets; whether its score had plateaued."""
     row: dict[str, Any] = {"method": label, "seeds": len(runs)}
-    for name, vals in {
-        "accuracy": [r["accuracy"] for r in runs],
-        "cka_last": values("cka"),
-        "cka_last_debiased": values("cka_debiased"),
-        "cka_mean_layers": [float(np.mean([la["cka"] for la in r["layers"]])) for r in runs],
-        "task_cka_last": values("task_cka"),
-        "rank_ratio_last": values("rank_ratio"),
-        "effective_rank_last": values("effective_rank"),
-        "procrustes_last": values("procrustes"),
-        "mutual_knn_last": values("mutual_knn"),
-        "retrieval": [r["retrieval"] for r in runs],
-    }.items():
+    values = {"score": [r["score"] for r in runs]}
+    for s in SETS:
+        for key in ("cka", "cka_debiased", "effective_rank", "effective_rank_ratio",
+                    "rank_ratio", "cka_last_token"):
+            values[f"{s}_{key}"] = [r[s][-1].get(key) for r in runs]
+            row[f"{s}_{key}_by_layer"] = [
+                _mean_std([r[s][i].get(key) for r in runs])[0] for i in range(len(layers))]
+    for key in ("retrieval", "knowledge", "lm_loss"):
+        if key in runs[0]:
+            values[key] = [r[key] for r in runs]
+    for name, vals in values.items():
         row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(vals)
-    row["cka_by_layer_mean"] = [float(np.mean([r["layers"][i]["cka"] for r in runs]))
-                                for i in range(len(runs[0]["layers"]))]
-    row["cka_by_layer_std"] = [metrics.mean_std([r["layers"][i]["cka"] for r in runs])[1]
-                               for i in range(len(runs[0]["layers"]))]
-    row["effective_rank_by_layer_mean"] = [
-        float(np.mean([r["layers"][i]["effective_rank"] for r in runs]))
-        for i in range(len(runs[0]["layers"]))]
-
-    def seed_mean_cka(base_rows: np.ndarray, *tuned: np.ndarray) -> float:
-        return float(np.mean([metrics.linear_cka(base_rows, t) for t in tuned]))
-
-    _, low, high = metrics.bootstrap_ci(seed_mean_cka, base_last, *tuned_last,
-                                        n_boot=settings.bootstrap, seed=0, method="normal")
-    row["cka_last_ci"] = [low, high]
+    gains = [_last_gain(r["history"]) for r in runs]
+    row["last_gain"] = _mean_std(gains)[0]
+    row["plateaued"] = row["last_gain"] is not None and row["last_gain"] <= checks.PLATEAU_GAIN
     row["trainable_params"] = runs[0]["trainable_params"]
-    row["trainable_percent"] = 100 * runs[0]["trainable_params"] / base_info["total_params"]
+    row["trainable_percent"] = 100 * runs[0]["trainable_params"] / runs[0]["total_params"]
     return row
 
 
-def _statistics(runs: list[dict], base_last: np.ndarray, last: dict,
-                settings: DemoSettings) -> dict[str, Any]:
-    """Is the space kept better by prefix tuning than by LoRA? A permutation test over seeds
-    and a paired bootstrap over probe samples of the CKA difference at the last layer."""
-    def cka(label: str) -> list[float]:
-        return [r["layers"][-1]["cka"] for r in runs if r["method"] == label]
-
-    seeds = sorted(k[1] for k in last if k[0] == "prefix")
-
-    def difference(base_rows: np.ndarray, *pairs: np.ndarray) -> float:
-        half = len(pairs) // 2
-        return float(np.mean([metrics.linear_cka(base_rows, p) - metrics.linear_cka(base_rows, q)
-                              for p, q in zip(pairs[:half], pairs[half:], strict=True)]))
-
-    point, low, high = metrics.bootstrap_ci(
-        difference, base_last, *[last["prefix", s] for s in seeds],
-        *[last["lora", s] for s in seeds], n_boot=settings.bootstrap, seed=1, method="normal")
-    found = {"prefix": cka("prefix"), "lora": cka("lora"), "difference": point,
-             "difference_ci": [low, high],
-             "test": "one-sided two-sample permutation test over seeds (exact); paired "
-                     "bootstrap over probe samples for the CI of the difference"}
-    if len(seeds) > 1:  # with one seed per method there is no permutation distribution
-        found["permutation_p"] = metrics.permutation_test(cka("prefix"), cka("lora"),
-                                                          alternative="greater")
-    else:
-        found["permutation"] = "n/a (1 seed)"
-    return {"prefix_vs_lora_cka_last": found}
+def _last_gain(history: list[dict]) -> float | None:
+    """How much the task score rose between the last two evaluations."""
+    scores = [h[k] for h in history for k in ("accuracy", "exact_match") if k in h]
+    return scores[-1] - scores[-2] if len(scores) >= 2 else None
 
 
-def evaluate_claims(summary: list[dict[str, Any]]) -> dict[str, Any]:
-    """Check the claim against the numbers: LoRA and adapters bend the space (lower CKA at the
-    last layer than prefix tuning), prefix tuning keeps it, PT-PEFT reaches the accuracy of
-    LoRA/adapters (within 1 point) with more of the space kept."""
-    rows = {s["method"]: s for s in summary}
-    cka = {m: r["cka_last_mean"] for m, r in rows.items()}
-    acc = {m: r["accuracy_mean"] for m, r in rows.items()}
-    checks = {
-        "lora_distorts_more_than_prefix": cka["lora"] < cka["prefix"],
-        "adapter_distorts_more_than_prefix": cka["adapter"] < cka["prefix"],
-        "pt_peft_lora_keeps_more_than_lora": cka["pt-peft-lora"] > cka["lora"],
-        "pt_peft_adapter_keeps_more_than_adapter": cka["pt-peft-adapter"] > cka["adapter"],
-        "pt_peft_lora_matches_lora_accuracy": acc["pt-peft-lora"] >= acc["lora"] - 0.01,
-        "pt_peft_adapter_matches_adapter_accuracy": acc["pt-peft-adapter"] >= acc["adapter"] - 0.01,
-        "prefix_scores_below_lora": acc["prefix"] < acc["lora"],
-    }
-    return {"checks": checks, "holds": all(checks.values()),
-            "cka_last": cka, "accuracy": acc}
+def _trajectory(base: _Features, snapshots: dict[int, Path], final: _Features, run: dict,
+                base_score: float, last: str) -> list[dict[str, Any]]:
+    """Seed 0's path in the plane (task score, preservation on the task inputs at the last
+    layer): the base, every snapshot, the final model."""
+    base_rows = base.pooled["task"][last]
+    base_rank = metrics.effective_rank(base_rows)
+    scores = {h["step"]: h.get("accuracy", h.get("exact_match")) for h in run["history"]}
+    points = [{"step": 0, "score": base_score, "cka": 1.0, "effective_rank_ratio": 1.0}]
+    final_step = max(scores)
+    for step, path in snapshots.items():
+        if step == final_step:
+            continue
+        with FeatureStore(path) as store:
+            rows = store.pooled(last)
+        points.append({"step": step, "score": scores[step],
+                       "cka": metrics.linear_cka(base_rows, rows),
+                       "effective_rank_ratio": metrics.effective_rank(rows) / base_rank})
+    rows = final.pooled["task"][last]
+    points.append({"step": final_step, "score": scores[final_step],
+                   "cka": metrics.linear_cka(base_rows, rows),
+                   "effective_rank_ratio": metrics.effective_rank(rows) / base_rank})
+    return points
+
+
+def _checks(settings: StudySettings, base: _Features, features: dict, summary: list[dict],
+            trajectories: dict, last: str, items: dict[str, int]) -> list[dict[str, Any]]:
+    """The claim checks, representation ones on both probe sets (see :mod:`claims`)."""
+    labels = {row["method"] for row in summary}
+    rows = {row["method"]: row for row in summary}
+    seeds = settings.seeds
+
+    def arm(label: str, probe_set: str) -> list[np.ndarray]:
+        return [features[label, s].pooled[probe_set][last] for s in range(seeds)]
+
+    def erank_ratio(base_rows: np.ndarray, tuned: np.ndarray) -> float:
+        return metrics.effective_rank(tuned) / metrics.effective_rank(base_rows)
+
+    pairs = [("prefix", "lora", "LoRA bends the space more than prefix tuning", "CKA"),
+             ("prefix", "adapter", "adapters bend the space more than prefix tuning", "CKA"),
+             ("prefix", "lora", "LoRA lowers the effective rank more than prefix tuning",
+              "rank"),
+             ("pt-peft-lora", "lora", "PT-PEFT (LoRA) keeps more of the space than LoRA", "CKA"),
+             ("pt-peft-adapter", "adapter", "PT-PEFT (adapter) keeps more of the space than "
+              "adapters", "CKA")]
+    found = []
+    for kept, bent, claim, what in pairs:
+        if not {kept, bent} <= labels:
+            continue
+        for s in SETS:
+            statistic = metrics.linear_cka if what == "CKA" else erank_ratio
+            name = "linear CKA to base" if what == "CKA" else "effective rank / base's"
+            found.append(checks.representation_check(
+                claim, s, statistic, base.pooled[s][last], arm(kept, s), arm(bent, s),
+                labels=(kept, bent), n_boot=settings.bootstrap, what=name))
+    n = items["task"] * seeds
+    score = "accuracy" if settings.task == "classification" else "exact match"
+    if {"lora", "prefix"} <= labels:
+        found.append(checks.proportion_check(
+            "prefix tuning alone scores below LoRA", "task",
+            ("lora", rows["lora"]["score_mean"]), ("prefix", rows["prefix"]["score_mean"]), n,
+            what=score))
+    for second in ("lora", "adapter"):
+        pt = f"pt-peft-{second}"
+        if {pt, second} <= labels:
+            found.append(checks.proportion_check(
+                f"PT-PEFT ({second}) matches the task score of {second}", "task",
+                (pt, rows[pt]["score_mean"]), (second, rows[second]["score_mean"]), n,
+                margin=checks.SCORE_MARGIN, what=score))
+            found.append(checks.trajectory_check(
+                f"at equal task score, PT-PEFT ({second}) keeps more of the space than "
+                f"{second}", (pt, trajectories[pt]), (second, trajectories[second])))
+    forgetting_key = "knowledge" if "knowledge_mean" in rows.get("lora", {}) else "retrieval"
+    if {"prefix", "lora"} <= labels and f"{forgetting_key}_mean" in rows["lora"]:
+        what = ("general-knowledge accuracy" if forgetting_key == "knowledge"
+                else "paraphrase retrieval")
+        for kept in ("prefix", "pt-peft-lora"):
+            if kept in labels:
+                found.append(checks.proportion_check(
+                    f"{kept} forgets less than LoRA", "general",
+                    (kept, rows[kept][f"{forgetting_key}_mean"]),
+                    ("lora", rows["lora"][f"{forgetting_key}_mean"]), items[forgetting_key] * seeds,
+                    what=what))
+    return found

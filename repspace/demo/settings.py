@@ -1,25 +1,24 @@
-"""What the demo study runs: methods, budget, seeds and data sizes (defaults and ``--quick``)."""
+"""What a study runs: its model, data, arms (methods with their learning rates), budget and
+seeds, as presets (``repspace demo --study encoder|decoder [--quick | --gpu]``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from repspace.errors import InputError
 from repspace.probes import DATA_DIR, data_reference
 
-BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TASK_TRAIN = DATA_DIR / "task_train.jsonl"
-TASK_EVAL = DATA_DIR / "task_eval.jsonl"
-PARAPHRASES = DATA_DIR / "paraphrases.jsonl"
+STUDIES = ("encoder", "decoder")
+PRESETS = ("default", "quick", "gpu")
 
 
 @dataclass(frozen=True)
 class Arm:
     """One compared method: its label in the report, the trainer method, its learning rate and
-    options."""
+    options (for ``pt-peft``: ``second`` and ``stage1_lr``; stage 1 gets half the steps)."""
 
     label: str
     method: str
@@ -27,64 +26,136 @@ class Arm:
     options: dict = field(default_factory=dict)
 
 
-#: The methods of the study, in report order. Learning rates are set for the short budget of
-#: the demo (tens of steps): about 4x the trainer's defaults, which suit longer runs.
-ARMS = (
-    Arm("linear-probe", "linear-probe", 1e-2),
-    Arm("full", "full", 1e-4),
-    Arm("lora", "lora", 2e-3),
-    Arm("adapter", "adapter", 2e-3),
-    Arm("prefix", "prefix", 2e-2),
-    Arm("pt-peft-lora", "pt-peft", 2e-3, {"second": "lora", "stage1_lr": 2e-2}),
-    Arm("pt-peft-adapter", "pt-peft", 2e-3, {"second": "adapter", "stage1_lr": 2e-2}),
-)
+def _arms(rates: dict[str, float], stage1_lr: float) -> tuple[Arm, ...]:
+    """The study's arms in report order, from one learning rate per method."""
+    arms = [Arm(label, label, rates[label]) for label in
+            ("linear-probe", "full", "lora", "adapter", "prefix") if label in rates]
+    arms += [Arm(f"pt-peft-{second}", "pt-peft", rates[second],
+                 {"second": second, "stage1_lr": stage1_lr}) for second in ("lora", "adapter")]
+    return tuple(arms)
+
+
+#: Encoder arms. Rates from a sweep on the eval set at the default budget (docs/study.md):
+#: each is the rate with the best final accuracy among {0.5, 1, 2, 4} x the trainer's default.
+ENCODER_ARMS = _arms({"linear-probe": 1e-2, "full": 1e-4, "lora": 4e-3, "adapter": 4e-3,
+                      "prefix": 4e-2}, stage1_lr=4e-2)
+#: Decoder arms (SmolLM2-135M): no linear probe (the task is generation through the LM head).
+DECODER_ARMS = _arms({"full": 5e-5, "lora": 2e-3, "adapter": 2e-3, "prefix": 2e-2},
+                     stage1_lr=2e-2)
 
 
 @dataclass(frozen=True)
-class DemoSettings:
-    """The study's knobs. Every method gets the same number of optimizer steps (``epochs``
-    passes over ``train_limit`` examples); PT-PEFT splits them evenly between its stages."""
+class StudySettings:
+    """The knobs of a study. Every arm gets the same number of optimizer steps (``epochs``
+    passes over ``train_limit`` examples at ``batch_size``; PT-PEFT splits them evenly between
+    its stages) and is evaluated ``evaluations`` times per epoch: the points of its trajectory.
 
+    Probe sets: ``task`` (the eval inputs, the paper's setting) and ``general`` (passages of
+    general text, at least ``rank_tokens`` tokens long so that the rank ratio resolves).
+    Forgetting: paraphrase retrieval (encoder); general-knowledge questions and language-model
+    loss on general text (decoder).
+    """
+
+    study: str = "encoder"
+    preset: str = "default"
+    base: str = "sentence-transformers/all-MiniLM-L6-v2"
+    task: str = "classification"
+    arms: tuple[Arm, ...] = ENCODER_ARMS
     seeds: int = 3
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 32
     max_length: int = 64
     train_limit: int | None = 800
     eval_limit: int | None = 300
-    probe_limit: int = 500
+    evaluations: int = 3
+    general_limit: int = 300
+    general_length: int = 128
+    rank_tokens: int = 32
+    layer_stride: int = 1
     paraphrase_limit: int | None = None
+    knowledge_limit: int | None = None
     bootstrap: int = 200
-    umap_points: int = 300
-    base: str = BASE_MODEL
-    train: str = str(TASK_TRAIN)
-    eval: str = str(TASK_EVAL)
-    paraphrases: str = str(PARAPHRASES)
+    device: str = "auto"
+    train: str = str(DATA_DIR / "task_train.jsonl")
+    eval: str = str(DATA_DIR / "task_eval.jsonl")
+    general: str = str(DATA_DIR / "general_text.txt")
+    paraphrases: str | None = str(DATA_DIR / "paraphrases.jsonl")
+    knowledge: str | None = None
 
     @classmethod
-    def quick(cls) -> DemoSettings:
-        """A few minutes on a laptop CPU: fewer samples, one seed, short training."""
-        return cls(seeds=1, epochs=1, train_limit=256, eval_limit=200, probe_limit=200,
-                   paraphrase_limit=150, bootstrap=100, umap_points=150)
+    def preset_of(cls, study: str = "encoder", preset: str = "default") -> StudySettings:
+        """The settings of ``study`` (``encoder`` or ``decoder``) under ``preset``: ``default``
+        (the CPU study), ``quick`` (a smoke run of the pipeline) or ``gpu`` (more seeds and
+        steps, bf16 on one GPU)."""
+        if study not in STUDIES:
+            raise InputError(f"unknown study {study!r}; choose from {', '.join(STUDIES)}")
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        settings = cls() if study == "encoder" else cls(
+            study="decoder", base="smollm2-135m-instruct", task="generation", arms=DECODER_ARMS,
+            seeds=1, epochs=1, batch_size=8, max_length=80, train_limit=480, eval_limit=96,
+            evaluations=4, general_limit=96, general_length=96, layer_stride=3,
+            paraphrase_limit=None, knowledge_limit=96, bootstrap=200,
+            train=str(DATA_DIR / "decoder_task_train.jsonl"),
+            eval=str(DATA_DIR / "decoder_task_eval.jsonl"), paraphrases=None,
+            knowledge=str(DATA_DIR / "general_knowledge.jsonl"))
+        if preset == "quick":
+            small = {"encoder": dict(seeds=1, epochs=1, train_limit=128, eval_limit=100,
+                                     general_limit=64, paraphrase_limit=64, bootstrap=30,
+                                     evaluations=2),
+                     "decoder": dict(epochs=1, train_limit=48, eval_limit=24, general_limit=24,
+                                     knowledge_limit=24, evaluations=2, bootstrap=50,
+                                     arms=tuple(a for a in DECODER_ARMS
+                                                if a.label in ("lora", "prefix", "pt-peft-lora")))}
+            settings = replace(settings, **small[study])
+        elif preset == "gpu":
+            large = {"encoder": dict(seeds=5, epochs=6, train_limit=None, eval_limit=None,
+                                     general_limit=454, evaluations=4, bootstrap=1000,
+                                     device="cuda"),
+                     "decoder": dict(seeds=3, epochs=2, batch_size=16, train_limit=2000,
+                                     eval_limit=300, general_limit=300, knowledge_limit=None,
+                                     layer_stride=1, evaluations=4, bootstrap=1000,
+                                     device="cuda")}
+            settings = replace(settings, **large[study])
+        return replace(settings, preset=preset)
 
-    def with_seeds(self, seeds: int | None) -> DemoSettings:
+    def with_seeds(self, seeds: int | None) -> StudySettings:
         """These settings with ``seeds`` seeds per method (``None``: unchanged; at least 1)."""
         if seeds is not None and seeds < 1:
-            raise InputError(f"the demo needs at least 1 seed per method, got {seeds}")
+            raise InputError(f"a study needs at least 1 seed per method, got {seeds}")
         return self if seeds is None else replace(self, seeds=seeds)
 
     def to_dict(self) -> dict:
         """The settings as JSON-plain values; data files by :func:`~repspace.probes.data_reference`
         (shipped files as ``data/NAME``, with their SHA-256), never as absolute paths."""
         data = asdict(self)
-        for key in ("train", "eval", "paraphrases"):
-            data[key] = data_reference(data[key])
+        for key in self._files():
+            data[key] = data_reference(data[key]) if data[key] else None
         return data
 
     def key(self, *parts: object) -> str:
-        """A short hash of these settings (and ``parts``): the cache key of derived files."""
-        text = json.dumps([self.to_dict(), *map(str, parts)], sort_keys=True)
+        """A short hash of what training depends on (and ``parts``): the cache key of derived
+        files, the same for presets that train alike."""
+        training = {k: v for k, v in self.to_dict().items()
+                    if k in ("base", "task", "batch_size", "max_length", "epochs", "evaluations",
+                             "train", "eval", "device")}
+        text = json.dumps([training, *map(str, parts)], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
+    def smoke_reason(self) -> str | None:
+        """Why the numbers of this run mean nothing (``--quick``: a smoke run), or ``None``."""
+        if self.preset != "quick":
+            return None
+        return (f"--quick: {self.train_limit} training examples, {self.epochs} epoch, "
+                f"{self.seeds} seed{'s' if self.seeds > 1 else ''}; the methods are far from "
+                "trained")
+
+    @property
     def data_files(self) -> list[Path]:
-        return [Path(self.train), Path(self.eval), Path(self.paraphrases)]
+        return [Path(getattr(self, key)) for key in self._files() if getattr(self, key)]
+
+    @staticmethod
+    def _files() -> list[str]:
+        return [f.name for f in fields(StudySettings)
+                if f.name in ("train", "eval", "general", "paraphrases", "knowledge")]

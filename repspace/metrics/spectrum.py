@@ -182,8 +182,9 @@ def mean_normalized_spectrum(token_matrices: Sequence[ArrayLike]) -> np.ndarray:
             raise InputError(
                 f"token_matrices[{i}] is all zeros: its normalised spectrum is undefined"
             )
-        s = np.linalg.svd(T, compute_uv=False)
-        spectrum[: s.size] += s / s.sum()
+    for shape in dict.fromkeys(T.shape for T in mats):  # one batched SVD per shape
+        s = np.linalg.svd(np.stack([T for T in mats if T.shape == shape]), compute_uv=False)
+        spectrum[: s.shape[1]] += (s / s.sum(axis=1, keepdims=True)).sum(axis=0)
     return spectrum / len(mats)
 
 

@@ -1,5 +1,5 @@
-"""Figures of the demo study (from a :class:`~repspace.demo.run.DemoResult`; nothing is
-computed here but the layout)."""
+"""Figures of a study (from a :class:`~repspace.demo.run.StudyResult`; nothing is computed
+here but the layout). Arms keep one colour and marker across figures."""
 
 from __future__ import annotations
 
@@ -15,99 +15,143 @@ from repspace.plots.style import (
     color,
     draw_spectra,
     layer_axis,
+    linestyle,
     marker,
     paper_style,
     save,
 )
 
-
-def _tuned(result: Any) -> list[dict[str, Any]]:
-    return result.summary
+SET_TITLES = {"task": "task inputs", "general": "general text"}
 
 
-def plot_cka_by_layer(result: Any) -> Any:
-    """Linear CKA to the base by layer: mean over seeds, band = one standard deviation."""
+def _score_label(result: Any) -> str:
+    return "Task accuracy" if result.metric == "accuracy" else "Task exact match"
+
+
+def _panels(count: int, height: float = 2.4) -> tuple[Any, np.ndarray]:
+    fig, axes = plt.subplots(1, count, figsize=(COLUMN_WIDTH * count, height), squeeze=False)
+    return fig, axes[0]
+
+
+def plot_trajectories(result: Any) -> Any:
+    """Each arm's path (seed 0) from the base through its evaluations: task score against
+    CKA to the base and effective-rank ratio, on the task inputs at the last layer. Higher and
+    further right is better: a task score reached with more of the space kept."""
     with paper_style():
-        fig, ax = plt.subplots()
-        x = np.arange(len(result.layers))
-        for i, row in enumerate(_tuned(result)):
-            mean, std = np.array(row["cka_by_layer_mean"]), np.array(row["cka_by_layer_std"])
-            ax.plot(x, mean, color=color(i), marker=marker(i), label=row["method"])
-            ax.fill_between(x, mean - std, mean + std, color=color(i), alpha=0.15, linewidth=0)
-        layer_axis(ax, result.layers)
-        ax.set_ylabel("Linear CKA to base")
-        ax.legend(frameon=False, ncol=2)
+        fig, axes = _panels(2)
+        for ax, key, label in zip(axes, ("cka", "effective_rank_ratio"),
+                                  ("Linear CKA to base", "Effective rank / base's"), strict=True):
+            for i, name in enumerate(result.methods):
+                points = result.trajectories[name]
+                ax.plot([p["score"] for p in points], [p[key] for p in points], color=color(i),
+                        marker=marker(i), linestyle=linestyle(i), markersize=3, label=name)
+            start = result.trajectories[result.methods[0]][0]
+            ax.plot(start["score"], start[key], marker="*", color=BASE_COLOR, markersize=8,
+                    linestyle="none", label="base")
+            ax.set_xlabel(_score_label(result))
+            ax.set_ylabel(f"{label} (task inputs, last layer)")
+        axes[0].legend(frameon=False, fontsize=6)
     return fig
 
 
-def plot_effective_rank_by_layer(result: Any) -> Any:
-    """Effective rank of the probe features by layer (mean over seeds), base dashed."""
+def plot_learning_curves(result: Any) -> Any:
+    """Task score at each evaluation (seed 0) against optimizer steps; arms whose score was
+    still rising at the end are marked ``(not plateaued)``."""
     with paper_style():
         fig, ax = plt.subplots()
+        for i, name in enumerate(result.methods):
+            points = result.trajectories[name]
+            row = result.method_summary(name)
+            flag = "" if row["plateaued"] else " (not plateaued)"
+            ax.plot([p["step"] for p in points], [p["score"] for p in points], color=color(i),
+                    marker=marker(i), linestyle=linestyle(i), markersize=3, label=name + flag)
+        ax.set_xlabel("Optimizer steps")
+        ax.set_ylabel(_score_label(result))
+        ax.legend(frameon=False, fontsize=6)
+    return fig
+
+
+def _by_layer(result: Any, key: str, ylabel: str, base_key: str | None = None) -> Any:
+    with paper_style():
+        fig, axes = _panels(2)
         x = np.arange(len(result.layers))
-        ax.plot(x, result.base["effective_rank"], color=BASE_COLOR, linestyle="--", marker="o",
-                label="base")
-        for i, row in enumerate(_tuned(result)):
-            ax.plot(x, row["effective_rank_by_layer_mean"], color=color(i), marker=marker(i),
-                    label=row["method"])
-        layer_axis(ax, result.layers)
-        ax.set_ylabel("Effective rank")
-        ax.legend(frameon=False, ncol=2)
+        for ax, probe_set in zip(axes, ("task", "general"), strict=True):
+            if base_key:
+                ax.plot(x, [row[base_key] for row in result.base[f"{probe_set}_space"]],
+                        color=BASE_COLOR, linestyle="--", marker="o", markersize=3,
+                        label="base")
+            for i, row in enumerate(result.summary):
+                values = [np.nan if v is None else v
+                          for v in row[f"{probe_set}_{key}_by_layer"]]
+                ax.plot(x, values, color=color(i), marker=marker(i), linestyle=linestyle(i),
+                        markersize=3, label=row["method"])
+            layer_axis(ax, result.layers)
+            ax.set_title(SET_TITLES[probe_set])
+            ax.set_ylabel(ylabel)
+        axes[0].legend(frameon=False, ncol=2, fontsize=6)
+    return fig
+
+
+def plot_cka_by_layer(result: Any) -> Any:
+    """Linear CKA to the base by layer on both probe sets (mean over seeds)."""
+    return _by_layer(result, "cka", "Linear CKA to base")
+
+
+def plot_effective_rank_by_layer(result: Any) -> Any:
+    """Effective rank of the pooled features by layer on both probe sets, base dashed."""
+    return _by_layer(result, "effective_rank", "Effective rank", base_key="effective_rank")
+
+
+def _forgetting_measures(result: Any) -> list[tuple[str, str]]:
+    keys = [("knowledge", "General-knowledge accuracy"), ("lm_loss", "LM loss, general text"),
+            ("retrieval", "Paraphrase retrieval")]
+    return [(k, label) for k, label in keys if f"{k}_mean" in result.summary[0]]
+
+
+def plot_forgetting(result: Any) -> Any:
+    """Forgetting against the task score (mean +- std over seeds), the base as a star:
+    specialization on x, stability on y (for LM loss, lower is better)."""
+    measures = _forgetting_measures(result)
+    with paper_style():
+        fig, axes = _panels(len(measures))
+        for ax, (key, label) in zip(axes, measures, strict=True):
+            for i, row in enumerate(result.summary):
+                ax.errorbar(row["score_mean"], row[f"{key}_mean"], xerr=row["score_std"],
+                            yerr=row[f"{key}_std"], color=color(i), marker=marker(i),
+                            linestyle="none", capsize=2, label=row["method"])
+            ax.plot(result.base["score"], result.base[key], marker="*", color=BASE_COLOR,
+                    markersize=8, linestyle="none", label="base")
+            ax.set_xlabel(_score_label(result))
+            ax.set_ylabel(label)
+        axes[0].legend(frameon=False, fontsize=6)
     return fig
 
 
 def plot_spectra(result: Any) -> Any:
-    """Normalised singular values of last-layer probe features (seed 0), log scale."""
+    """Normalised singular values of last-layer task-input features (seed 0), log scale."""
     with paper_style():
         fig, ax = plt.subplots()
         draw_spectra(ax, result.spectra, ["base", *result.methods])
     return fig
 
 
-def plot_tradeoff(result: Any) -> Any:
-    """Task accuracy against CKA to the base at the last layer (mean +- std over seeds)."""
-    with paper_style():
-        fig, ax = plt.subplots()
-        for i, row in enumerate(_tuned(result)):
-            ax.errorbar(row["cka_last_mean"], row["accuracy_mean"],
-                        xerr=row["cka_last_std"], yerr=row["accuracy_std"], color=color(i),
-                        marker=marker(i), linestyle="none", capsize=2, label=row["method"])
-        ax.set_xlabel("Linear CKA to base, last layer (higher = space kept)")
-        ax.set_ylabel("Task accuracy")
-        ax.legend(frameon=False, fontsize=6)
-    return fig
-
-
-def plot_umap(result: Any) -> Any:
-    """UMAP of base (grey) and tuned (colour) last-layer probe features, one panel per method."""
-    names = list(result.umap)
-    cols = min(4, len(names))
-    rows = int(np.ceil(len(names) / cols))
-    with paper_style():
-        fig, axes = plt.subplots(rows, cols, figsize=(2 * COLUMN_WIDTH, 1.8 * rows),
-                                 squeeze=False)
-        for ax in axes.flat[len(names):]:
-            ax.axis("off")
-        for i, (ax, name) in enumerate(zip(axes.flat, names, strict=False)):
-            base = np.asarray(result.umap[name]["base"])
-            tuned = np.asarray(result.umap[name]["tuned"])
-            ax.scatter(base[:, 0], base[:, 1], s=3, color="#999999", label="base")
-            ax.scatter(tuned[:, 0], tuned[:, 1], s=3, color=color(i), label=name)
-            ax.set_title(name)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-        axes.flat[0].legend(frameon=False, markerscale=3, loc="best")
-    return fig
+FIGURES = {
+    "trajectories": (plot_trajectories, "Training trajectories (seed 0): task score against "
+                     "CKA to the base and effective-rank ratio on the task inputs, last layer; "
+                     "each point is one evaluation, the star the base."),
+    "learning_curves": (plot_learning_curves, "Task score at each evaluation against optimizer "
+                        "steps (seed 0)."),
+    "cka_by_layer": (plot_cka_by_layer, "Linear CKA to the base by layer, on the task inputs "
+                     "and on general text (mean over seeds)."),
+    "effective_rank_by_layer": (plot_effective_rank_by_layer, "Effective rank of the pooled "
+                                "features by layer on both probe sets (base dashed)."),
+    "forgetting": (plot_forgetting, "Forgetting against specialization: the general measures "
+                   "against the task score (mean ± std over seeds; star = base)."),
+    "spectra_last_layer": (plot_spectra, "Singular value spectra of last-layer task-input "
+                           "features (seed 0)."),
+}
 
 
 def save_demo_figures(result: Any, out_dir: Path) -> dict[str, list[Path]]:
-    """Every demo figure as PNG and PDF; returns ``{figure name: paths}``."""
-    figures = {
-        "cka_by_layer": plot_cka_by_layer(result),
-        "effective_rank_by_layer": plot_effective_rank_by_layer(result),
-        "spectra_last_layer": plot_spectra(result),
-        "tradeoff": plot_tradeoff(result),
-        "umap_last_layer": plot_umap(result),
-    }
-    return {name: save(fig, out_dir, name) for name, fig in figures.items()}
+    """Every study figure as PNG and PDF; returns ``{figure name: paths}``."""
+    return {name: save(draw(result), out_dir, name) for name, (draw, _) in FIGURES.items()}
