@@ -55,8 +55,12 @@ def merged_parameters(model: LoadedModel) -> tuple[dict[str, torch.Tensor],
     extra: dict[str, torch.Tensor] = {}
     if isinstance(module, peft.PeftModel):
         adapter = module.active_adapter
-        if module.peft_config[adapter].is_prompt_learning:
-            extra[PROMPT_EMBEDDINGS] = module.get_prompt_embedding_to_save(adapter).detach().cpu()
+        config = module.peft_config[adapter]
+        if config.is_prompt_learning:  # a loaded checkpoint holds the encoder's outputs
+            embeddings = (module.prompt_encoder[adapter].embedding.weight
+                          if config.inference_mode
+                          else module.get_prompt_embedding_to_save(adapter))
+            extra[PROMPT_EMBEDDINGS] = embeddings.detach().cpu()
         module = module.get_base_model()
     tuners = [(n, m) for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
     with torch.no_grad():

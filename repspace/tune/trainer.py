@@ -43,6 +43,7 @@ from repspace.tune.methods import (
     Built,
     Method,
     MethodOptions,
+    StepHooks,
     build_stage2,
     get_method,
     parse_options,
@@ -180,8 +181,10 @@ def _load_state(path: Path) -> dict[str, Any] | None:
 
 
 def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr: float,
-                resume_state: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
-    """Train ``model``'s trainable parameters for ``epochs`` epochs (from ``resume_state``)."""
+                resume_state: dict[str, Any] | None, history: list[dict[str, Any]],
+                hooks: StepHooks | None = None) -> None:
+    """Train ``model``'s trainable parameters for ``epochs`` epochs (from ``resume_state``),
+    calling the method's ``hooks`` around each optimizer step."""
     params = _trainable(model)
     head = [p for n, p in params.items() if n.startswith("head.")]
     rest = [p for n, p in params.items() if not n.startswith("head.")]
@@ -238,8 +241,13 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
                     loss = losses.sum() * world.size / sum(len(m) for m in micro)
                 loss.backward()
                 total_loss += loss.item() / world.size
+            done = epoch * steps_per_epoch + step + 1
+            if hooks is not None and hooks.before is not None:
+                hooks.before(done, total)
             norm = torch.nn.utils.clip_grad_norm_(list(params.values()), setup.max_grad_norm)
             optimizer.step()
+            if hooks is not None and hooks.after is not None:
+                hooks.after(done, total)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             bar.update()
@@ -451,11 +459,12 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     else:
         built, model = build(spec.build)
         train_stage(model, setup, stage=0, epochs=epochs, lr=lr or spec.lr,
-                    resume_state=state, history=history)
+                    resume_state=state, history=history, hooks=built.hooks)
 
     trainable = _trainable(model)
     head_params = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
-    method_params = sum(p.numel() for p in trainable.values()) - head_params
+    method_params = (built.hooks.trainable() if built.hooks and built.hooks.trainable else
+                     sum(p.numel() for p in trainable.values()) - head_params)
     total = sum(p.numel() for p in base.model.parameters())
     final = next((h[metric] for h in reversed(history) if metric in h), None)
     peft_dir = None
