@@ -7,12 +7,10 @@ into the base's weights (the merged plain model computes what the tuned one does
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 import repspace
 from repspace.analysis.weights import merged_parameters
@@ -22,11 +20,12 @@ from repspace.models.sources import base_payload
 from repspace.tune import tune
 from repspace.tune.methods.lora import qlora_requirements
 from repspace.tune.tasks import classifier_from
+from tests.conftest import TINY_D as D
+from tests.conftest import TINY_FFN as FFN
+from tests.conftest import TINY_LAYERS as LAYERS
+from tests.conftest import tiny_tokenizer
 
-GOOD = ["great", "lovely", "superb", "fine"]
-BAD = ["awful", "poor", "dull", "weak"]
-WORDS = ["[pad]", "[unk]", "[cls]", "[sep]", "the", "film", "was", "and", "plot", *GOOD, *BAD]
-D, FFN, LAYERS, TARGETS = 32, 64, 2, 2  # PEFT's default targets for BERT: query and value
+TARGETS = 2  # PEFT's default targets for BERT: query and value
 PER_LAYER = LAYERS * TARGETS  # adapted matrices, each D x D
 #: Method options used here, and what each trains by its formula (see the method modules).
 OPTIONS = {
@@ -51,35 +50,9 @@ PROMISED = {
 }
 
 
-def _tokenizer() -> transformers.PreTrainedTokenizerFast:
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[unk]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[pad]",
-                                                unk_token="[unk]", cls_token="[cls]",
-                                                sep_token="[sep]")
-
-
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory, one_thread):
-    folder = tmp_path_factory.mktemp("bert")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=D, num_hidden_layers=LAYERS,
-                                     num_attention_heads=2, intermediate_size=FFN,
-                                     max_position_embeddings=32, pad_token_id=0)
-    path = write_checkpoint(base_payload(transformers.BertModel(config), _tokenizer(), "bert"),
-                            folder / "base.pt")
-    rng = random.Random(0)
-    rows = [{"text": f"the film was {rng.choice(GOOD if i % 2 else BAD)} and the plot was "
-                     f"{rng.choice(GOOD if i % 2 else BAD)}", "label": "pos" if i % 2 else "neg"}
-            for i in range(32)]
-    data = folder / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return repspace.load_model(path), data, folder
-
-
-@pytest.fixture(scope="module")
-def trained(bert):
-    base, data, folder = bert
+def trained(tiny_bert):
+    base, data, folder = tiny_bert
     return {method: tune(base, method, data=data, eval_data=data, out=folder / f"{method}.pt",
                          epochs=4, batch_size=8, max_length=16, lr=2e-2, head_lr=1e-2,
                          dropout=0.0, progress=False, device="cpu", **options)
@@ -100,8 +73,8 @@ def _batch(base):
 
 
 @pytest.mark.parametrize("method", list(OPTIONS))
-def test_tuner_trains_what_its_formula_says(method, bert, trained):
-    base, _, _ = bert
+def test_tuner_trains_what_its_formula_says(method, tiny_bert, trained):
+    base, _, _ = tiny_bert
     result = trained[method]
     assert result.trainable_params == PROMISED[method]
     base_params = dict(base.model.named_parameters())
@@ -116,8 +89,8 @@ def test_tuner_trains_what_its_formula_says(method, bert, trained):
 
 
 @pytest.mark.parametrize("method", list(OPTIONS))
-def test_tuner_reloads_to_identical_outputs_and_merges(method, bert, trained):
-    base, _, _ = bert
+def test_tuner_reloads_to_identical_outputs_and_merges(method, tiny_bert, trained):
+    base, _, _ = tiny_bert
     result = trained[method]
     payload = torch.load(result.checkpoint, weights_only=True)
     assert payload["method"] == method and [p["kind"] for p in payload["parts"]] == ["peft"]
@@ -158,10 +131,7 @@ def test_adalora_prunes_to_its_budget(trained):
 def test_decoder_tuners_train_and_reload(tmp_path, one_thread):
     words = ["[pad]", "[eos]", "[unk]", "capital", "of", "is", "?", "france", "paris", "italy",
              "rome", "spain", "madrid", "peru", "lima"]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[unk]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[pad]",
-                                                     eos_token="[eos]", unk_token="[unk]")
+    tokenizer = tiny_tokenizer(words, eos_token="[eos]")
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=len(words), hidden_size=D,
                                       intermediate_size=FFN, num_hidden_layers=LAYERS,
@@ -192,8 +162,8 @@ def test_decoder_tuners_train_and_reload(tmp_path, one_thread):
             assert torch.equal(tuned.model(**batch).logits, result.model.model(**batch).logits)
 
 
-def test_boft_butterflies_need_the_cuda_extension(bert):
-    base, data, folder = bert
+def test_boft_butterflies_need_the_cuda_extension(tiny_bert):
+    base, data, folder = tiny_bert
     if torch.cuda.is_available():
         pytest.skip("the extension may build where CUDA is present")
     with pytest.raises(InputError, match="boft-butterfly 2 needs PEFT's CUDA extension"):
@@ -202,8 +172,8 @@ def test_boft_butterflies_need_the_cuda_extension(bert):
 
 
 @pytest.mark.skipif(qlora_requirements() is None, reason="CUDA and bitsandbytes are present")
-def test_qlora_without_cuda_is_a_one_line_error(bert):
-    base, data, folder = bert
+def test_qlora_without_cuda_is_a_one_line_error(tiny_bert):
+    base, data, folder = tiny_bert
     with pytest.raises(InputError) as error:
         tune(base, "qlora", data=data, out=folder / "q.pt", epochs=1, progress=False,
              device="cpu")
