@@ -13,9 +13,9 @@ import torch
 import transformers
 
 import repspace
-from repspace.analysis.weights import merged_parameters
 from repspace.errors import InputError
 from repspace.models.checkpoint import write_checkpoint
+from repspace.models.merging import merged_parameters
 from repspace.models.sources import base_payload
 from repspace.tune import tune
 from repspace.tune.methods.lora import qlora_requirements
