@@ -12,7 +12,7 @@ import pytest
 import repspace
 from repspace.analysis import cache as cache_module
 from repspace.results.compare import COLUMNS, CompareResult
-from repspace.store import StoreWriter
+from repspace.store import FeatureStore, StoreWriter
 from tests.conftest import make_peft
 
 
@@ -37,21 +37,28 @@ def test_base_against_itself_is_identical(self_result):
     matrix = np.asarray(result.cka_matrices["base-2"])
     np.testing.assert_allclose(np.diag(matrix), 1, atol=1e-6)
     np.testing.assert_allclose(matrix, matrix.T, atol=1e-9)
+    moved = result.displacement["base-2"]
+    assert moved["layer"] == result.layers[-1] and moved["k"] == 10
+    assert max(moved["distance"]) < 1e-3 and set(moved["knn_change"]) == {0.0}
 
 
 def test_outputs_are_written_and_reload(self_result):
     result, out = self_result
     report = out / "report"
-    for stem in ("cka_by_layer", "effective_rank_by_layer", "spectra_last_layer", "cka_heatmap"):
+    for stem in ("cka_by_layer", "effective_rank_by_layer", "spectra_last_layer", "cka_heatmap",
+                 "displacement"):
         for ext in ("png", "pdf"):
             assert (report / f"{stem}.{ext}").stat().st_size > 1000
     again = CompareResult.from_json(report / "metrics.json")
     assert again.records == json.loads(result.to_json())["records"]
+    assert again.displacement == json.loads(result.to_json())["displacement"]
     rows = (report / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",") == ["model", "layer", "modality", *COLUMNS]
     assert len(rows) == 1 + len(result.records)
     table = result.table()
     assert "encoder.layer.5" in table and "cka_debiased" in table
+    assert "most and least moved samples, layer encoder.layer.5" in table
+    assert sum(line.startswith("base-2  most") for line in table.splitlines()) == 5
 
 
 def test_lora_on_one_layer_changes_only_that_layer_and_after(base, probe, tmp_path):
@@ -68,6 +75,24 @@ def test_lora_on_one_layer_changes_only_that_layer_and_after(base, probe, tmp_pa
     assert all(abs(c - 1) < 1e-6 for c in cka[:k])
     assert all(c < 1 - 1e-3 for c in cka[k:])
     assert result.column("layer3", "rank_ratio") == [None] * 6
+    # Which samples moved: the metric on the stores' last layer, named by the probe's texts.
+    moved = result.displacement["layer3"]
+    with FeatureStore(result.stores["base"]) as b, FeatureStore(result.stores["layer3"]) as t:
+        expected = repspace.metrics.displacement(b.pooled(moved["layer"]),
+                                                 t.pooled(moved["layer"]), k=10)
+    np.testing.assert_allclose(moved["distance"], expected.distance, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(moved["knn_change"], expected.knn_change, rtol=0, atol=0)
+    order = np.argsort(-expected.distance, kind="stable")
+    text_of = dict(zip(probe.ids, probe.texts, strict=True))
+    assert [s["index"] for s in moved["most"]] == order[:5].tolist()
+    assert [s["index"] for s in moved["least"]] == order[::-1][:5].tolist()
+    for s in moved["most"] + moved["least"]:
+        assert s["text"] == text_of[s["id"]]
+        assert s["distance"] == expected.distance[s["index"]]
+    most, least = moved["most"], moved["least"]
+    assert most[0]["distance"] == max(moved["distance"]) > least[0]["distance"] > 0
+    fig = result.plot_displacement()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["layer3"]
 
 
 def test_stores_are_cached_by_fingerprint(base, base_pt, probe, tmp_path, monkeypatch):

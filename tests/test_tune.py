@@ -150,6 +150,29 @@ def test_pt_peft_stage2_starts_from_the_stage1_prefix(base, task_files, tmp_path
                                   "state_dict"]["0/prompt_embeddings"], atol=1e-4)
 
 
+def test_snapshots_are_the_points_of_the_trajectory(base, task_files, tmp_path):
+    """48 examples at batch 8: 6 steps per epoch; evaluations every 4 steps and after each
+    epoch, counted across the two stages of PT-PEFT; the last snapshot is the final model."""
+    run = _tune(base, "pt-peft", task_files, tmp_path / "pt.pt", eval_every=4, snapshots=True)
+    steps = [h["step"] for h in run.history]
+    assert steps == [4, 6, 10, 12, 16, 18, 22, 24, 28, 30]
+    assert all("accuracy" in h for h in run.history)
+    for step in steps:
+        snap = torch.load(tmp_path / f"pt.step{step}.pt", weights_only=True)
+        assert snap["method"] == ("prefix" if step <= 12 else "pt-peft")
+        assert snap["training"]["step"] == step
+    final = torch.load(run.checkpoint, weights_only=True)
+    last = torch.load(tmp_path / "pt.step30.pt", weights_only=True)
+    assert final["state_dict"].keys() == last["state_dict"].keys()
+    for key, value in final["state_dict"].items():
+        assert torch.equal(value, last["state_dict"][key]), key
+    middle = torch.load(tmp_path / "pt.step22.pt", weights_only=True)
+    assert not torch.equal(middle["state_dict"]["1/prompt_embeddings"],
+                           final["state_dict"]["1/prompt_embeddings"])
+    accuracy = repspace.load_model(tmp_path / "pt.step16.pt", base=base).info["training"]
+    assert accuracy["history"][-1]["step"] == 16
+
+
 def test_same_seed_same_bits_and_resume_after_a_kill(base, task_files, tmp_path, monkeypatch):
     kwargs = {"epochs": 2, "save_every": 2}
     first = _tune(base, "lora", task_files, tmp_path / "a.pt", **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -53,6 +54,24 @@ def pair_metrics(base: np.ndarray, tuned: np.ndarray, *, k: int) -> dict[str, fl
     }
 
 
+def moved_samples(base: np.ndarray, tuned: np.ndarray, ids: Sequence[str],
+                  texts: Sequence[str], *, k: int, top: int = 5) -> dict[str, Any]:
+    """Per-sample displacement of one layer (:func:`repspace.metrics.displacement`: distance
+    after Procrustes alignment, k-NN change), with the ``top`` most and least moved samples
+    (by distance) named by id and text."""
+    moved = metrics.displacement(base, tuned, k=min(k, base.shape[0] - 1))
+    order = np.argsort(-moved.distance, kind="stable")
+
+    def sample(i: int) -> dict[str, Any]:
+        return {"index": int(i), "id": ids[i], "text": texts[i],
+                "distance": float(moved.distance[i]), "knn_change": float(moved.knn_change[i])}
+
+    return {"k": moved.k, "distance": moved.distance.tolist(),
+            "knn_change": moved.knn_change.tolist(),
+            "most": [sample(i) for i in order[:top]],
+            "least": [sample(i) for i in order[::-1][:top]]}
+
+
 _CAPTURE = CaptureOptions()
 
 
@@ -69,12 +88,14 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     Each model is captured once per (model, probe, settings) and the store is cached under
     ``cache_dir``. Per layer and tuned model the result holds linear CKA to the base (biased
     and debiased), effective rank (base and tuned), the PT-PEFT rank ratio (with ``tokens``),
-    orthogonal Procrustes distance and mutual k-NN overlap; plus last-layer spectra and
-    layer x layer CKA matrices. With ``weights``, the tuned checkpoints (models applied onto
-    ``base``: tuned ``.pt`` files, PEFT folders) also get the weight-space analysis of
-    :func:`repspace.analysis.weights.weight_report` in ``result.weights``. With ``out``, writes
-    ``metrics.json``, ``metrics.csv`` and the figures (PNG + PDF) there, plus ``weights.json``,
-    ``weights.csv`` and the weight figures when there is a weight section.
+    orthogonal Procrustes distance and mutual k-NN overlap; plus last-layer spectra, layer x
+    layer CKA matrices and the per-sample displacement at the last layer (``displacement``:
+    which samples tuning moved most and least, by text). With ``weights``, the tuned
+    checkpoints (models applied onto ``base``: tuned ``.pt`` files, PEFT folders) also get the
+    weight-space analysis of :func:`repspace.analysis.weights.weight_report` in
+    ``result.weights``. With ``out``, writes ``metrics.json``, ``metrics.csv`` and the figures
+    (PNG + PDF) there, plus ``weights.json``, ``weights.csv`` and the weight figures when there
+    is a weight section.
 
     With an image+text probe (vision-language models; see :mod:`repspace.capture.multimodal`),
     ``modality="split"`` gives every language-model layer three rows: all tokens (modality
@@ -126,6 +147,7 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
         for store in stores:
             check_aligned(base_store, store)
         with_tokens = tokens and all(s.has_tokens for s in [base_store, *stores])
+        text_of = dict(zip(probe.ids, probe.texts, strict=True))
 
         def space(store: FeatureStore, layer: str, pooled: np.ndarray) -> dict:
             return space_metrics(pooled, store.tokens(layer) if with_tokens else None)
@@ -150,6 +172,10 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
                             **space(store, layer, pooled)})
                     bar.update()
                 result.spectra[label] = metrics.singular_values(tuned_pooled[-1]).tolist()
+                with _naming(f"{label} against the base", names[-1]):
+                    result.displacement[label] = {"layer": names[-1], **moved_samples(
+                        base_pooled[names[-1]], tuned_pooled[-1], base_store.sample_ids,
+                        [text_of[i] for i in base_store.sample_ids], k=k)}
                 result.cka_matrices[label] = metrics.cka_matrix(
                     [base_pooled[layer] for layer in names], tuned_pooled).tolist()
     finally:

@@ -14,7 +14,10 @@ from repspace.metrics.accumulators import (
 from repspace.metrics.alignment import principal_angles, procrustes_distance
 from repspace.metrics.cca import pwcca, svcca
 from repspace.metrics.cka import cka_matrix, linear_cka, rbf_cka
+from repspace.metrics.dissimilarity import rdm, rsa
+from repspace.metrics.isotropy import anisotropy
 from repspace.metrics.neighbors import mutual_knn
+from repspace.metrics.per_sample import Displacement, displacement
 from repspace.metrics.retrieval import retrieval_accuracy
 from repspace.metrics.spectrum import (
     effective_rank,
@@ -44,12 +47,15 @@ from repspace.metrics.weights import (
 
 __all__ = [
     "CovarianceMoments",
+    "Displacement",
     "GramMoments",
     "Intruders",
+    "anisotropy",
     "bootstrap_ci",
     "check_weight_options",
     "cka_matrix",
     "delta_norms",
+    "displacement",
     "effective_rank",
     "energy_rank",
     "intruder_dimensions",
@@ -68,7 +74,9 @@ __all__ = [
     "pwcca",
     "rank_ratio",
     "rbf_cka",
+    "rdm",
     "retrieval_accuracy",
+    "rsa",
     "singular_subspace_angles",
     "singular_values",
     "stable_rank",

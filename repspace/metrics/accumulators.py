@@ -438,6 +438,14 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
     the population CKA without bias from the batch size, unlike the mean of per-batch CKA
     values, and needs only one batch's features at a time.
 
+    The implementations that follow the paper iterate a data loader instead (e.g.
+    ``CKA_Minibatch`` of github.com/yueyang2000/CKA_minibatch_pytorch): batches of exactly
+    ``batch_size`` rows and a last one of n mod batch_size, every batch's HSIC_1 weighted
+    equally, so a small last batch adds a noisy term with full weight. Splitting into near-equal
+    batches avoids it. Example: n = 1030, batch_size 256 (a loader's last batch holds 6 rows),
+    two linear representations sharing a signal: 0.3947 here, 0.4151 with loader batches,
+    0.3953 for debiased CKA on all samples at once.
+
     Reference: Nguyen, Raghu & Kornblith 2021, "Do Wide and Deep Networks Learn the Same
     Things? Uncovering How Neural Network Representations Vary with Width and Depth", ICLR.
 

@@ -96,6 +96,31 @@ def plot_cka_heatmaps(result: CompareResult) -> Any:
     return fig
 
 
+def plot_displacement(result: CompareResult) -> Any:
+    """Per-sample displacement at the last layer (``result.displacement``), one box per model:
+    the distance to the base position after Procrustes alignment (left) and the share of k
+    nearest neighbours replaced (right). Returns the figure."""
+    models = [m.name for m in result.models if m.name in result.displacement]
+    panels = (("distance", "Distance to base position\n(after Procrustes alignment)"),
+              ("knn_change", "Share of k-NN replaced"))
+    with paper_style():
+        fig, axes = plt.subplots(1, 2, figsize=(max(5.0, 1.6 * len(models) + 2.4), 2.6))
+        for ax, (key, label) in zip(axes, panels, strict=True):
+            boxes = ax.boxplot([result.displacement[m][key] for m in models], patch_artist=True,
+                               widths=0.6, flierprops={"markersize": 2},
+                               medianprops={"color": BASE_COLOR})
+            for i, box in enumerate(boxes["boxes"]):
+                box.set_facecolor(color(i))
+                box.set_alpha(0.6)
+            ax.set_xticks(range(1, len(models) + 1), models)
+            ax.set_ylabel(label)
+            if key == "knn_change":
+                ax.set_ylim(-0.02, 1.02)
+        layers = sorted({result.displacement[m]["layer"] for m in models})
+        fig.suptitle(f"Which samples moved ({', '.join(layer_title(x) for x in layers)})")
+    return fig
+
+
 def plot_by_modality(result: CompareResult, key: str, *, base_key: str | None = None) -> Any:
     """Metric ``key`` by layer, one panel per modality of the records (image+text probes:
     ``image``, ``text``, ``all``; see :meth:`~repspace.results.compare.CompareResult.for_modality`).
@@ -111,8 +136,9 @@ def plot_by_modality(result: CompareResult, key: str, *, base_key: str | None = 
 
 
 def save_compare_figures(result: CompareResult, out_dir: Path) -> list[Path]:
-    """Write the comparison figures as PNG and PDF (with records of several modalities also
-    ``cka_by_modality`` and ``effective_rank_by_modality``); returns the paths written."""
+    """Write the comparison figures as PNG and PDF (with a displacement section also
+    ``displacement``; with records of several modalities also ``cka_by_modality`` and
+    ``effective_rank_by_modality``); returns the paths written."""
     figures = {
         "cka_by_layer": plot_metric_by_layer(result, "cka"),
         "effective_rank_by_layer": plot_metric_by_layer(result, "effective_rank",
@@ -120,6 +146,8 @@ def save_compare_figures(result: CompareResult, out_dir: Path) -> list[Path]:
         "spectra_last_layer": plot_spectra(result),
         "cka_heatmap": plot_cka_heatmaps(result),
     }
+    if result.displacement:
+        figures["displacement"] = plot_displacement(result)
     if len(result.modalities) > 1:
         figures["cka_by_modality"] = plot_by_modality(result, "cka")
         figures["effective_rank_by_modality"] = plot_by_modality(

@@ -37,7 +37,11 @@ class CompareResult(Result):
     (rows: base layers, columns: the model's layers); ``stores`` maps model name (and
     ``base``) to the feature store the numbers were computed from; ``weights`` is the
     weight-space analysis of the tuned checkpoints (:class:`~repspace.results.weights.WeightReport`)
-    or ``None``.
+    or ``None``; ``displacement`` maps model name to the per-sample displacement at one layer
+    (:func:`repspace.metrics.displacement`): ``layer``, ``k``, per-sample ``distance`` and
+    ``knn_change`` (in sample order), and the ``most`` and ``least`` moved samples (``index``,
+    ``id``, ``text``, ``distance``, ``knn_change``), most moved first in ``most``, least first
+    in ``least``.
     """
 
     base: ModelInfo
@@ -49,6 +53,7 @@ class CompareResult(Result):
     settings: dict[str, Any] = field(default_factory=dict)
     stores: dict[str, str] = field(default_factory=dict)
     weights: WeightReport | None = None
+    displacement: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     kind: ClassVar[str] = "repspace-compare"
     what: ClassVar[str] = "comparison result"
@@ -81,7 +86,8 @@ class CompareResult(Result):
             records=records, spectra=self.spectra,
             cka_matrices={name: [[matrix[i][j] for j in index] for i in index]
                           for name, matrix in self.cka_matrices.items()},
-            settings={**self.settings, "modality": modality}, stores=self.stores)
+            settings={**self.settings, "modality": modality}, stores=self.stores,
+            displacement=self.displacement)
 
     def table(self, columns: list[str] | None = None) -> str:
         """A readable fixed-width table of the records (with a ``modality`` column when the
@@ -91,7 +97,30 @@ class CompareResult(Result):
         text = ["model", "layer", *(["modality"] if len(self.modalities) > 1 else [])]
         rows = [[*(r.get(c, "text") for c in text), *(fmt(r.get(c)) for c in columns)]
                 for r in self.records]
-        return fixed_width([*text, *columns], rows, text_columns=len(text))
+        table = fixed_width([*text, *columns], rows, text_columns=len(text))
+        return table + (f"\n\n{self.moved_table()}" if self.displacement else "")
+
+    def moved_table(self, width: int = 60) -> str:
+        """The most and least moved samples of each model (``displacement``), with their text
+        cut to ``width`` characters; empty without a displacement section."""
+        if not self.displacement:
+            return ""
+        rows, texts = [], ["text", "----"]
+        for model, moved in self.displacement.items():
+            for which in ("most", "least"):
+                for rank, s in enumerate(moved[which], start=1):
+                    text = " ".join(s["text"].split())
+                    texts.append(text if len(text) <= width else text[:width - 3] + "...")
+                    rows.append([model, f"{which} {rank}", fmt(s["distance"]),
+                                 fmt(s["knn_change"])])
+        numbers = fixed_width(["model", "moved", "distance", "knn_change"], rows,
+                              text_columns=2, width=None).splitlines()
+        layers = sorted({moved["layer"] for moved in self.displacement.values()})
+        return "\n".join([
+            f"most and least moved samples, layer {', '.join(layers)} (distance: from the base",
+            "position after Procrustes alignment; knn_change: share of k nearest neighbours "
+            "replaced)",
+            *(f"{line}  {text}" for line, text in zip(numbers, texts, strict=True))])
 
     def _fields(self) -> dict[str, Any]:
         data = {**asdict(self), "columns": COLUMNS}
@@ -110,7 +139,8 @@ class CompareResult(Result):
                    records=data["records"], spectra=data["spectra"],
                    cka_matrices=data["cka_matrices"], settings=data["settings"],
                    stores=data.get("stores", {}),
-                   weights=WeightReport.from_dict(weights, source) if weights else None)
+                   weights=WeightReport.from_dict(weights, source) if weights else None,
+                   displacement=data.get("displacement", {}))
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """``metrics.json``, ``metrics.csv`` and every figure (PNG + PDF) in ``out_dir``; with
@@ -135,6 +165,12 @@ class CompareResult(Result):
         from repspace.plots.compare import plot_spectra
 
         return plot_spectra(self, ax=ax)
+
+    def plot_displacement(self) -> Any:
+        """Distribution over the samples of each model's displacement and k-NN change."""
+        from repspace.plots.compare import plot_displacement
+
+        return plot_displacement(self)
 
     def plot_cka_heatmap(self) -> Any:
         """Layer x layer linear CKA between the base and each tuned model."""

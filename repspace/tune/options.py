@@ -29,5 +29,9 @@ class TrainOptions(Options):
     max_grad_norm: float = option(1.0, "gradient clipping norm")
     dropout: float | None = option(None, "set every dropout probability (default: the model's "
                                    "own)")
+    eval_every: int = option(0, "also evaluate every N optimizer steps (always after each "
+                             "epoch)", minimum=0)
+    snapshots: bool = option(False, "write a checkpoint OUT-stem.stepN.pt at every evaluation "
+                             "(the points of a training trajectory)")
     save_every: int = option(0, "also save resumable state every N steps (always after each "
                              "epoch)", minimum=0)

@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ class _Setup:
     max_grad_norm: float
     head_lr: float
     save_every: int
+    eval_every: int
     state_path: Path
     log_path: Path
     progress: bool
@@ -182,9 +184,16 @@ def _load_state(path: Path) -> dict[str, Any] | None:
 
 def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr: float,
                 resume_state: dict[str, Any] | None, history: list[dict[str, Any]],
-                hooks: StepHooks | None = None) -> None:
+                offset: int = 0, snapshot: Callable[[int], None] | None = None,
+                hooks: StepHooks | None = None) -> int:
     """Train ``model``'s trainable parameters for ``epochs`` epochs (from ``resume_state``),
-    calling the method's ``hooks`` around each optimizer step."""
+    calling the method's ``hooks`` around each optimizer step.
+
+    Evaluates after every epoch and every ``setup.eval_every`` optimizer steps; each evaluation
+    is a ``history`` record with ``step``, the optimizer steps done in all stages (``offset``
+    of them before this stage), and is followed by ``snapshot(step)`` when given. Returns the
+    number of optimizer steps of this stage.
+    """
     params = _trainable(model)
     head = [p for n, p in params.items() if n.startswith("head.")]
     rest = [p for n, p in params.items() if not n.startswith("head.")]
@@ -217,6 +226,17 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
         runner = DistributedDataParallel(
             runner, device_ids=[world.local_rank] if device.type == "cuda" else None)
     model.train()
+
+    def evaluation(epoch: int, step: int) -> None:
+        done = offset + epoch * steps_per_epoch + step
+        record: dict[str, Any] = {"stage": stage, "epoch": epoch, "step": done}
+        if setup.eval is not None and world.is_main:
+            record.update(evaluate(model, setup.eval, setup))
+        history.append(record)
+        _log(setup, {**record, "event": "eval"})
+        if snapshot is not None and world.is_main:
+            snapshot(done)
+
     bar = tqdm(total=total, initial=start_epoch * steps_per_epoch + start_step,
                desc=f"train stage {stage}" if stage else "train", unit="step",
                disable=not (setup.progress and world.is_main))
@@ -241,13 +261,13 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
                     loss = losses.sum() * world.size / sum(len(m) for m in micro)
                 loss.backward()
                 total_loss += loss.item() / world.size
-            done = epoch * steps_per_epoch + step + 1
+            taken = epoch * steps_per_epoch + step + 1  # this stage's steps, for the hooks
             if hooks is not None and hooks.before is not None:
-                hooks.before(done, total)
+                hooks.before(taken, total)
             norm = torch.nn.utils.clip_grad_norm_(list(params.values()), setup.max_grad_norm)
             optimizer.step()
             if hooks is not None and hooks.after is not None:
-                hooks.after(done, total)
+                hooks.after(taken, total)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             bar.update()
@@ -255,16 +275,16 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
             _log(setup, {"stage": stage, "epoch": epoch, "step": step, "loss": total_loss,
                          "lr": scheduler.get_last_lr()[0], "grad_norm": float(norm),
                          "samples_per_s": len(chosen) / (time.perf_counter() - tic)})
+            if (setup.eval_every and (step + 1) % setup.eval_every == 0
+                    and step + 1 < steps_per_epoch):
+                evaluation(epoch, step + 1)
             if setup.save_every and (step + 1) % setup.save_every == 0:
                 _save_state(setup, stage, epoch, step + 1, model, optimizer, scheduler, history)
-        record: dict[str, Any] = {"stage": stage, "epoch": epoch}
-        if setup.eval is not None and world.is_main:
-            record.update(evaluate(model, setup.eval, setup))
-        history.append(record)
-        _log(setup, {**record, "event": "eval"})
+        evaluation(epoch, steps_per_epoch)
         _save_state(setup, stage, epoch + 1, 0, model, optimizer, scheduler, history)
         world.barrier()
     bar.close()
+    return total
 
 
 def _save(built: Built, model: nn.Module, base: LoadedModel, out: Path, method: Method,
@@ -325,6 +345,7 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
          weight_decay: float = _DEFAULTS.weight_decay,
          max_grad_norm: float = _DEFAULTS.max_grad_norm, head_lr: float = _DEFAULTS.head_lr,
          dropout: float | None = _DEFAULTS.dropout, save_every: int = _DEFAULTS.save_every,
+         eval_every: int = _DEFAULTS.eval_every, snapshots: bool = _DEFAULTS.snapshots,
          resume: bool = False, progress: bool = True, peft_folder: bool = True,
          **option_values: Any) -> TuneResult:
     """Tune ``base`` with ``method`` on a task and write the tuned checkpoint ``out``.
@@ -361,6 +382,12 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         Micro-batches per optimizer step.
     dropout : float, optional
         Set every dropout probability of the model (``None`` keeps the model's own).
+    eval_every : int
+        Also evaluate every N optimizer steps (0: after each epoch only). Each evaluation is a
+        ``history`` record with ``step`` (optimizer steps so far, both stages of ``pt-peft``).
+    snapshots : bool
+        Write a tuned checkpoint ``<out stem>.step<N>.pt`` at every evaluation: the points of a
+        training trajectory, each loadable like ``out`` (stage 1 of ``pt-peft`` as ``prefix``).
     save_every : int
         Also save the resumable state every N optimizer steps (it is saved after every epoch).
     resume : bool
@@ -386,7 +413,8 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     TrainOptions(task=task, epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
                  grad_accum=grad_accum, seed=seed, device=device, max_length=max_length,
                  warmup_ratio=warmup_ratio, weight_decay=weight_decay,
-                 max_grad_norm=max_grad_norm, dropout=dropout, save_every=save_every)
+                 max_grad_norm=max_grad_norm, dropout=dropout, save_every=save_every,
+                 eval_every=eval_every, snapshots=snapshots)
     out = Path(out)
     if out.suffix != ".pt":
         raise InputError(f"checkpoint file name must end in .pt: {out}")
@@ -408,8 +436,8 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     setup = _Setup(task, train_set, eval_set, pad_id, batch_size, grad_accum, seed, dev, world,
                    warmup_ratio, weight_decay, max_grad_norm, head_lr, save_every,
-                   out.with_name(out.stem + ".state.pt"), out.with_name(out.stem + ".log.jsonl"),
-                   progress)
+                   eval_every, out.with_name(out.stem + ".state.pt"),
+                   out.with_name(out.stem + ".log.jsonl"), progress)
     state = _load_state(setup.state_path) if resume else None
     if world.is_main:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -427,6 +455,14 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
                 "data": data_reference(data),
                 "eval_data": data_reference(eval_data) if eval_data is not None else None}
 
+    def snapshotter(built: Built, model: nn.Module, spec: Method, n_epochs: int,
+                    rate: float) -> Callable[[int], None] | None:
+        def snapshot(step: int) -> None:
+            summary = {**training(n_epochs, rate), "step": step, "history": list(history)}
+            _save(built, model, base, out.with_name(f"{out.stem}.step{step}.pt"), spec,
+                  options, summary, task, labels)
+        return snapshot if snapshots else None
+
     def build(builder: Any) -> tuple[Built, nn.Module]:
         model = copy.deepcopy(base.model)
         _set_dropout(model, dropout)
@@ -438,9 +474,12 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         stage1_epochs = pt.stage1_epochs or epochs
         stage1_lr = pt.stage1_lr or METHODS["prefix"].lr
         built, model = build(METHODS["prefix"].build)
+        stage1_steps = math.ceil(len(train_set) / (batch_size * grad_accum)) * stage1_epochs
         if state is None or state["stage"] == 1:
             train_stage(model, setup, stage=1, epochs=stage1_epochs, lr=stage1_lr,
-                        resume_state=state, history=history)
+                        resume_state=state, history=history,
+                        snapshot=snapshotter(built, model, METHODS["prefix"], stage1_epochs,
+                                             stage1_lr))
             if world.is_main:
                 _save(built, model, base, out.with_name(out.stem + ".stage1.pt"),
                       METHODS["prefix"],
@@ -455,11 +494,14 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         model.load_state_dict(head, strict=False)
         train_stage(model, setup, stage=2, epochs=epochs,
                     lr=lr or METHODS[pt.second].lr,
-                    resume_state=state, history=history)
+                    resume_state=state, history=history, offset=stage1_steps,
+                    snapshot=snapshotter(built, model, spec, epochs,
+                                         lr or METHODS[pt.second].lr))
     else:
         built, model = build(spec.build)
         train_stage(model, setup, stage=0, epochs=epochs, lr=lr or spec.lr,
-                    resume_state=state, history=history, hooks=built.hooks)
+                    resume_state=state, history=history, hooks=built.hooks,
+                    snapshot=snapshotter(built, model, spec, epochs, lr or spec.lr))
 
     trainable = _trainable(model)
     head_params = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))

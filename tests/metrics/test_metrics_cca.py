@@ -7,6 +7,7 @@ import pytest
 from scipy.linalg import eigh
 
 from repspace.metrics import pwcca, svcca
+from repspace.metrics.cca import _basis
 
 
 def cca_reference(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,3 +109,62 @@ def test_rank_deficient_inputs_are_handled():
     rho, H = cca_reference(X, Y)  # same column space, so same correlations and variates
     alpha = np.abs(H.T @ (redundant - redundant.mean(axis=0))).sum(axis=1)
     assert pwcca(redundant, Y) == pytest.approx(np.sum(alpha * rho) / alpha.sum(), abs=1e-8)
+
+
+def qr_cca(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Direct float64 CCA of full-column-rank X, Y: correlations, unit variates of X, centred X.
+
+    Householder QR keeps every column however small its scale: no direction is dropped.
+    """
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    Qx, Qy = np.linalg.qr(Xc)[0], np.linalg.qr(Yc)[0]
+    A, rho, _ = np.linalg.svd(Qx.T @ Qy, full_matrices=False)
+    return rho, Qx @ A, Xc
+
+
+def qr_pwcca(X: np.ndarray, Y: np.ndarray) -> float:
+    rho, H, Xc = qr_cca(X, Y)
+    alpha = np.abs(H.T @ Xc).sum(axis=1)
+    return float(alpha @ rho / alpha.sum())
+
+
+def test_a_column_scaled_by_1e_5_is_kept():
+    # CCA is invariant to the scale of each column: a small column is a real direction.
+    # Before the fix (tolerance 1e-10 on the explained variance) this gave svcca 0.6241,
+    # pwcca(X, Y) 0.6676 and pwcca(Y, X) 0.7261.
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(60, 6))
+    Y = Z[:, :4] @ rng.normal(size=(4, 5)) + 1.5 * rng.normal(size=(60, 5))
+    X = Z * np.array([1, 1, 1, 1, 1, 1e-5])
+    assert svcca(X, Y, keep=1.0) == pytest.approx(0.62800868, abs=1e-8)
+    assert svcca(X, Y, keep=1.0) == pytest.approx(svcca(Z, Y, keep=1.0), abs=1e-12)
+    assert svcca(X, Y, keep=1.0) == pytest.approx(qr_cca(X, Y)[0].mean(), abs=1e-12)
+    # The weights sum over X's own columns, so scaling one changes them, not the directions.
+    assert pwcca(X, Y) == pytest.approx(0.67571029, abs=1e-8)
+    assert pwcca(X, Y) == pytest.approx(qr_pwcca(X, Y), abs=1e-12)
+    assert pwcca(Y, X) == pytest.approx(pwcca(Y, Z), abs=1e-12)  # invertible map of Y's side
+
+
+def test_a_smoothly_decaying_full_rank_spectrum_keeps_every_direction():
+    # Singular values from 1 down to 1e-7 (40 columns): all real. Before the fix the 10
+    # smallest were dropped (svcca 0.6416, pwcca 0.6615).
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(200, 40))
+    X = Z * np.geomspace(1.0, 1e-7, 40)
+    Y = Z @ rng.normal(size=(40, 30)) + 4.0 * rng.normal(size=(200, 30))
+    assert _basis(X - X.mean(axis=0), "X").shape[1] == 40
+    assert svcca(X, Y, keep=1.0) == pytest.approx(0.78256573, abs=1e-8)
+    assert svcca(X, Y, keep=1.0) == pytest.approx(qr_cca(X, Y)[0].mean(), abs=1e-12)
+    assert pwcca(X, Y) == pytest.approx(0.80397688, abs=1e-8)
+    assert pwcca(X, Y) == pytest.approx(qr_pwcca(X, Y), abs=1e-12)
+
+
+def test_keep_below_one_takes_the_smallest_count_reaching_it():
+    # Variances 4, 3, 2, 1 (an orthonormal centred design): cumulative fractions 0.4, 0.7,
+    # 0.9, 1. Exactly 0.7 (up to rounding) is reached by 2 directions, 0.7 + 1e-9 needs 3.
+    Q = np.linalg.qr(np.random.default_rng(2).normal(size=(50, 4)))[0]
+    Q -= Q.mean(axis=0)
+    Q = np.linalg.qr(Q)[0]
+    X = Q * np.sqrt([4.0, 3.0, 2.0, 1.0])
+    for keep, k in [(0.4, 1), (0.69, 2), (0.7, 2), (0.7 + 1e-9, 3), (0.9, 3), (0.95, 4), (1.0, 4)]:
+        assert _basis(X - X.mean(axis=0), "X", keep).shape[1] == k

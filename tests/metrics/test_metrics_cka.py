@@ -39,11 +39,16 @@ def cka_reference(K: np.ndarray, L: np.ndarray, debiased: bool) -> float:
     return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
 
 
-def rbf_kernel_reference(X: np.ndarray, threshold: float) -> np.ndarray:
+def rbf_kernel_reference(X: np.ndarray, threshold: float, median: str = "full") -> np.ndarray:
+    """exp(-||x_i - x_j||^2 / (2 threshold^2 m)), m the median squared distance over the full
+    n x n matrix, zero diagonal included (Kornblith et al.'s notebook), or over pairs i < j."""
     n = X.shape[0]
     sq = np.array([[np.sum((X[i] - X[j]) ** 2) for j in range(n)] for i in range(n)])
-    median = np.median([sq[i, j] for i in range(n) for j in range(i + 1, n)])
-    return np.exp(-sq / (2 * threshold**2 * median))
+    if median == "full":
+        m = np.median(sq.ravel())
+    else:
+        m = np.median([sq[i, j] for i in range(n) for j in range(i + 1, n)])
+    return np.exp(-sq / (2 * threshold**2 * m))
 
 
 def correlated_pair(seed: int, n: int, dx: int, dy: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,16 +71,33 @@ def test_linear_cka_matches_explicit_gram_computation(n, dx, dy, debiased):
     assert linear_cka(X, Y, debiased=debiased) == pytest.approx(expected, abs=1e-10)
 
 
+@pytest.mark.parametrize("median", ["full", "pairs"])
 @pytest.mark.parametrize("debiased", [False, True])
 @pytest.mark.parametrize("threshold", [0.5, 1.0, 2.0])
-def test_rbf_cka_matches_explicit_gaussian_kernels(threshold, debiased):
+def test_rbf_cka_matches_explicit_gaussian_kernels(threshold, debiased, median):
     X, Y = correlated_pair(1, 25, 4, 6)
     expected = cka_reference(
-        rbf_kernel_reference(X, threshold), rbf_kernel_reference(Y, threshold), debiased
+        rbf_kernel_reference(X, threshold, median),
+        rbf_kernel_reference(Y, threshold, median),
+        debiased,
     )
-    assert rbf_cka(X, Y, threshold=threshold, debiased=debiased) == pytest.approx(
-        expected, abs=1e-10
-    )
+    value = rbf_cka(X, Y, threshold=threshold, debiased=debiased, median=median)
+    assert value == pytest.approx(expected, abs=1e-10)
+
+
+def test_cka_reproduces_the_published_values_of_the_reference_notebook():
+    # Kornblith et al.'s "Demo: CKA" notebook (google-research, representation_similarity):
+    # its tutorial data and the values it prints.
+    legacy = np.random.RandomState(1337)  # the stream of the notebook's np.random.seed(1337)
+    X = legacy.randn(100, 10)
+    Y = legacy.randn(100, 10) + X
+    assert round(linear_cka(X, Y), 5) == 0.55761
+    assert round(linear_cka(X, Y, debiased=True), 5) == 0.51346
+    assert round(rbf_cka(X, Y, threshold=0.5), 5) == 0.65483
+    expected = cka_reference(rbf_kernel_reference(X, 0.5), rbf_kernel_reference(Y, 0.5), False)
+    assert rbf_cka(X, Y, threshold=0.5) == pytest.approx(expected, abs=1e-12)
+    # The median over distinct pairs is a documented option; it does not reproduce the notebook.
+    assert round(rbf_cka(X, Y, threshold=0.5, median="pairs"), 5) == 0.65401
 
 
 @pytest.mark.parametrize("debiased", [False, True])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from repspace.errors import InputError
 from repspace.metrics import mutual_knn
 
 
@@ -59,3 +60,10 @@ def test_invariances_and_non_invariance_to_translation():
     for Xv, Yv in [(X @ Q, Y), (7.0 * X, 0.1 * Y), (per_sample * X, Y), (X[perm], Y[perm])]:
         assert mutual_knn(Xv, Yv, 5) == pytest.approx(base, abs=1e-12)
     assert mutual_knn(X + 3.0, Y, 5) != pytest.approx(base, abs=1e-3)
+
+
+def test_clip_must_be_a_fraction():
+    X, Y = pair(3)
+    for clip in (0.0, 1.5, -0.1):
+        with pytest.raises(InputError, match=r"clip must be in \(0, 1\]"):
+            mutual_knn(X, Y, 5, clip=clip)

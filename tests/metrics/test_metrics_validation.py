@@ -93,8 +93,11 @@ def test_rbf_cka_rejects_bad_threshold_and_degenerate_bandwidth():
         with pytest.raises(InputError, match="threshold must be a positive finite number"):
             rbf_cka(X, Y, threshold=threshold)
     duplicated = np.vstack([np.zeros((15, 4)), rng.normal(size=(5, 4))])
-    with pytest.raises(InputError, match="X has a zero median pairwise distance"):
-        rbf_cka(duplicated, Y)
+    for median in ("full", "pairs"):
+        with pytest.raises(InputError, match="X has a zero median pairwise distance"):
+            rbf_cka(duplicated, Y, median=median)
+    with pytest.raises(InputError, match='median must be "full" or "pairs"'):
+        rbf_cka(X, Y, median="distinct")
 
 
 def test_cka_matrix_rejects_bad_layer_lists():
