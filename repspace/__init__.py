@@ -36,6 +36,7 @@ _EXPORTS = {
     "LoadedModel": "repspace.models",
     "export_checkpoint": "repspace.models",
     "load_model": "repspace.models",
+    "merge_weights": "repspace.models.merging",
     "save_tuned_checkpoint": "repspace.models",
     "Probe": "repspace.probes",
     "load_probe": "repspace.probes",
@@ -52,8 +53,8 @@ __all__ = [
     "CompareResult", "FeatureStore", "FormatError", "InputError", "LoadedModel", "MismatchError",
     "Probe", "RepspaceError", "StoreWriter", "StreamResult", "WeightReport", "__version__",
     "analysis", "capture", "compare", "demo", "export_checkpoint", "load_model", "load_probe",
-    "metrics", "models", "plots", "probes", "resolve_layers", "results", "save_tuned_checkpoint",
-    "store", "stream_metrics", "tune", "utils", "weight_report",
+    "merge_weights", "metrics", "models", "plots", "probes", "resolve_layers", "results",
+    "save_tuned_checkpoint", "store", "stream_metrics", "tune", "utils", "weight_report",
 ]
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from repspace.capture import resolve_layers
     from repspace.errors import FormatError, InputError, MismatchError, RepspaceError
     from repspace.models import LoadedModel, export_checkpoint, load_model, save_tuned_checkpoint
+    from repspace.models.merging import merge_weights
     from repspace.probes import Probe, load_probe
     from repspace.results import CompareResult, StreamResult, WeightReport
     from repspace.store import FeatureStore, StoreWriter

@@ -119,3 +119,51 @@ def smollm2_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (about 45 s)."""
     return repspace.export_checkpoint("smollm2-135m-instruct",
                                       tmp_path_factory.mktemp("smollm2") / "base.pt")
+
+
+TINY_GOOD = ["great", "lovely", "superb", "fine"]
+TINY_BAD = ["awful", "poor", "dull", "weak"]
+TINY_WORDS = ["[pad]", "[unk]", "[cls]", "[sep]", "the", "film", "was", "and", "plot",
+              *TINY_GOOD, *TINY_BAD]
+#: Width, feed-forward width and blocks of the tiny BERT of :func:`tiny_bert`.
+TINY_D, TINY_FFN, TINY_LAYERS = 32, 64, 2
+
+
+def tiny_tokenizer(words: list[str] = TINY_WORDS, **special: str):
+    """A word-level fast tokenizer of ``words`` (``[pad]`` and ``[unk]`` among them)."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[unk]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[pad]",
+                                                unk_token="[unk]", **special)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, one_thread):
+    """A tiny random BERT base checkpoint (2 blocks of width 32), loaded, with a two-class
+    task of 32 sentences (JSONL) and a folder for outputs."""
+    import transformers
+
+    from repspace.models.checkpoint import write_checkpoint
+    from repspace.models.sources import base_payload
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(TINY_WORDS), hidden_size=TINY_D,
+                                     num_hidden_layers=TINY_LAYERS, num_attention_heads=2,
+                                     intermediate_size=TINY_FFN, max_position_embeddings=32,
+                                     pad_token_id=0)
+    tokenizer = tiny_tokenizer(cls_token="[cls]", sep_token="[sep]")
+    path = write_checkpoint(base_payload(transformers.BertModel(config), tokenizer, "bert"),
+                            folder / "base.pt")
+    rng = random.Random(0)
+    rows = []
+    for i in range(32):
+        words = TINY_GOOD if i % 2 else TINY_BAD
+        rows.append({"text": f"the film was {rng.choice(words)} and the plot was "
+                             f"{rng.choice(words)}", "label": "pos" if i % 2 else "neg"})
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return repspace.load_model(path), data, folder

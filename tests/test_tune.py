@@ -205,7 +205,7 @@ def test_same_seed_same_bits_and_resume_after_a_kill(base, task_files, tmp_path,
 
 def test_bad_method_and_options(base, task_files, tmp_path):
     with pytest.raises(InputError, match="unknown method"):
-        _tune(base, "qlora", task_files, tmp_path / "x.pt")
+        _tune(base, "lorax", task_files, tmp_path / "x.pt")
     with pytest.raises(InputError, match="projector"):
         _tune(base, "connector", task_files, tmp_path / "x.pt")
     with pytest.raises(InputError, match="unknown method option"):

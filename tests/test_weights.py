@@ -17,9 +17,10 @@ import torch
 
 import repspace
 from repspace import metrics
-from repspace.analysis.weights import PROMPT_EMBEDDINGS, merged_parameters, weight_report
+from repspace.analysis.weights import weight_report
 from repspace.cli import main
 from repspace.models.adapters import BottleneckConfig, inject_bottleneck
+from repspace.models.merging import PROMPT_EMBEDDINGS, merged_parameters
 from repspace.models.tuned import bottleneck_part
 from repspace.probes import load_probe
 from repspace.results.weights import WEIGHT_COLUMNS, WeightReport

@@ -10,14 +10,11 @@ The classification head of a tuned checkpoint is not part of the model and is no
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import peft
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from tqdm import tqdm
 
 from repspace import metrics
@@ -26,45 +23,10 @@ from repspace.analysis.options import WeightOptions
 from repspace.errors import InputError, MismatchError
 from repspace.models import LoadedModel, load_model
 from repspace.models.api import load_base_model
+from repspace.models.merging import merged_parameters
 from repspace.models.structure import block_stack
 from repspace.results import ModelInfo, WeightReport
 from repspace.utils.files import check_output
-
-#: Name under which the virtual-token embeddings of prefix / prompt tuning are reported.
-PROMPT_EMBEDDINGS = "prompt_embeddings"
-
-
-def merged_parameters(model: LoadedModel) -> tuple[dict[str, torch.Tensor],
-                                                   dict[str, torch.Tensor]]:
-    """The parameters ``model`` runs with, by canonical (base) name, PEFT tuners merged in.
-
-    Works on a copy (``model`` is untouched); the tensors are returned on the CPU. Every PEFT
-    tuner layer is merged with PEFT's ``merge(safe_merge=True)`` and replaced by its base
-    layer, so its weight carries the merged update under the base's name (the same as
-    ``merge_and_unload``, also for tuners injected under a prefix wrapper, which
-    ``merge_and_unload`` cannot reach).
-
-    Returns
-    -------
-    (dict, dict)
-        The merged parameters of the backbone, and the prompt-learning embeddings of a PEFT
-        prefix / prompt wrapper (``{"prompt_embeddings": (virtual tokens, width)}``, as PEFT
-        saves them, i.e. after a prefix projection), empty otherwise.
-    """
-    module = copy.deepcopy(model.model)
-    extra: dict[str, torch.Tensor] = {}
-    if isinstance(module, peft.PeftModel):
-        adapter = module.active_adapter
-        if module.peft_config[adapter].is_prompt_learning:
-            extra[PROMPT_EMBEDDINGS] = module.get_prompt_embedding_to_save(adapter).detach().cpu()
-        module = module.get_base_model()
-    tuners = [(n, m) for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
-    with torch.no_grad():
-        for name, layer in tuners:
-            layer.merge(safe_merge=True)
-            parent, _, child = name.rpartition(".")
-            setattr(module.get_submodule(parent), child, layer.get_base_layer())
-    return {n: p.detach().cpu() for n, p in module.named_parameters()}, extra
 
 
 def _blocks(model: LoadedModel) -> tuple[str | None, list[str]]:

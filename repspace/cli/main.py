@@ -24,6 +24,7 @@ try:  # an interrupt while the command line starts is one line too (see _interru
     from repspace.analysis.options import WeightOptions
     from repspace.capture.options import CaptureOptions
     from repspace.errors import RepspaceError
+    from repspace.models.options import MergeOptions
     from repspace.tune.methods import FAMILIES, GROUPS, METHODS, canonical_method
     from repspace.tune.options import TrainOptions
     from repspace.utils.distributed import World
@@ -151,6 +152,18 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge_weights(args: argparse.Namespace) -> int:
+    from repspace.models.merging import merge_weights
+
+    path = merge_weights(args.base, args.tuned, out=args.out, alpha=args.alpha, how=args.how,
+                         density=args.density, seed=args.seed)
+    alphas = ", ".join(f"{a:g}" for a in args.alpha)
+    print(f"wrote {path}: {args.how} merge of {len(args.tuned)} tuned model"
+          f"{'s' if len(args.tuned) > 1 else ''} into {args.base} (alpha {alphas}); compare it "
+          f"with 'repspace compare {args.base} {path}'")
+    return 0
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from repspace.results.tables import fixed_width
     from repspace.tune import tune
@@ -266,6 +279,19 @@ not grow with the number of samples. The stores must hold the same sample ids in
   torchrun --nproc_per_node 2 -m repspace tune base.pt --method lora --data train.jsonl \\
       --out lora.pt                                              (several processes / GPUs)
   repspace tune base.pt --method lora --data train.jsonl --out lora.pt --resume""",
+    "merge-weights": """examples:
+  repspace merge-weights base.pt full.pt --alpha 0.5 --out wise-0.5.pt
+                          (WiSE-FT: W = (1 - alpha) W_base + alpha W_tuned; 0 base, 1 tuned)
+  for a in 0.25 0.5 0.75; do repspace merge-weights base.pt lora.pt --alpha $a --out l$a.pt; done
+  repspace compare base.pt l0.25.pt l0.5.pt l0.75.pt lora.pt           (the trade-off curve)
+  repspace merge-weights base.pt a.pt b.pt --alpha 0.7,0.3 --out sum.pt
+                          (task arithmetic: W_base + sum_i alpha_i (W_i - W_base))
+  repspace merge-weights base.pt a.pt b.pt --how ties --density 0.2 --out ties.pt
+  repspace merge-weights base.pt a.pt b.pt --how dare-linear --density 0.3 --seed 1 --out dare.pt
+
+LoRA, DoRA, IA3 and PEFT's other tuners are merged into the weights first; methods that add
+tensors (adapters, prefix, prompt, P-tuning) cannot be merged. The output is an ordinary tuned
+checkpoint of the base, for capture, compare and weights.""",
     "demo": """examples:
   repspace demo                            (the encoder study, MiniLM: about 20 min, 2-core CPU)
   repspace demo --study decoder --out dec/ (SmolLM2-135M: about 30 min on a 2-core CPU)
@@ -317,7 +343,7 @@ def _add_options(group: argparse._ArgumentGroup, options: type) -> None:
     for f in dataclasses.fields(options):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = "" if default is None or default is False or default == [] else (
-            f" (default: {','.join(default) if isinstance(default, list) else default})")
+            f" (default: {','.join(map(str, default)) if isinstance(default, list) else default})")
         kwargs: dict = {"dest": options.keyword(f.name), "default": default,
                         "help": f.metadata["help"] + shown}
         kind = str(f.type)
@@ -326,7 +352,8 @@ def _add_options(group: argparse._ArgumentGroup, options: type) -> None:
         elif f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         else:
-            kwargs["type"] = (_comma_list if kind.startswith("list") else float
+            kwargs["type"] = (_float_list if kind.startswith("list[float]") else _comma_list
+                              if kind.startswith("list") else float
                               if kind.startswith("float") else int if kind.startswith("int")
                               else str)
             kwargs["metavar"] = "N" if kwargs["type"] in (int, float) else None
@@ -335,6 +362,13 @@ def _add_options(group: argparse._ArgumentGroup, options: type) -> None:
 
 def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in _comma_list(text)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
 def _common_capture_args(p: argparse.ArgumentParser) -> None:
@@ -499,6 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     cleaning.add_argument("--model", help="remove the stores of a model: part of its source "
                           "(e.g. lora.pt) or the start of its fingerprint")
 
+    p = add("merge-weights", "Interpolate a tuned model with its base (WiSE-FT) or combine "
+            "several (task arithmetic, TIES, DARE) into a tuned checkpoint.", _cmd_merge_weights)
+    p.add_argument("base", help="the base model the tuned models were tuned from")
+    p.add_argument("tuned", nargs="+", help="tuned checkpoints (.pt) or PEFT adapter folders of "
+                   "this base")
+    p.add_argument("--out", required=True, help="tuned checkpoint to write (.pt)")
+    _add_options(p.add_argument_group("merging"), MergeOptions)
+
     p = add("weights", "Weight-space changes of tuned checkpoints against their base (no data).",
             _cmd_weights)
     p.add_argument("base", help="the base model (checkpoint, HF folder or hub id)")
@@ -554,10 +596,11 @@ def _out_of_memory(args: argparse.Namespace) -> str:
 _OUTPUTS = {"export": ("out", False, "OUT"), "merge": ("out", False, "OUT"),
             "capture": ("out", False, "--out"), "tune": ("out", False, "--out"),
             "compare": ("out", True, "--out"), "metrics": ("out", True, "--out"),
+            "merge-weights": ("out", False, "--out"),
             "weights": ("out", True, "--out"), "demo": ("out", True, "--out")}
 #: The model arguments of each command.
 _MODELS = {"export": ("source",), "capture": ("model", "base"), "compare": ("base", "tuned"),
-           "weights": ("base", "tuned"), "tune": ("base",)}
+           "weights": ("base", "tuned"), "tune": ("base",), "merge-weights": ("base", "tuned")}
 
 
 def _preflight(args: argparse.Namespace) -> None:

@@ -187,8 +187,13 @@ def apply_parts(model: nn.Module, parts: list[Part], source: str) -> tuple[nn.Mo
                 _check_loaded(peft.set_peft_model_state_dict(model, part.state), source)
             elif part.kind == "peft":
                 config = _peft_config(part.config, source)
+                # saved prompts are the prompt encoder's outputs (P-tuning, a prefix MLP): run
+                # them as they are, as PEFT does for a saved adapter
+                config.inference_mode = config.inference_mode or config.is_prompt_learning
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*modify a model with PEFT.*")
+                    # AdaLoRA's rank pattern (kept ranks) read as LoRA's ranks by name: unused
+                    warnings.filterwarnings("ignore", message=".*rank_pattern keys did not match")
                     model = peft.get_peft_model(model, config)
                 # PEFT loads prompt-learning embeddings itself and still lists them.
                 _check_loaded(peft.set_peft_model_state_dict(model, part.state), source,

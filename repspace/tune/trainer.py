@@ -44,6 +44,7 @@ from repspace.tune.methods import (
     Built,
     Method,
     MethodOptions,
+    StepHooks,
     build_stage2,
     get_method,
     parse_options,
@@ -183,8 +184,10 @@ def _load_state(path: Path) -> dict[str, Any] | None:
 
 def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr: float,
                 resume_state: dict[str, Any] | None, history: list[dict[str, Any]],
-                offset: int = 0, snapshot: Callable[[int], None] | None = None) -> int:
-    """Train ``model``'s trainable parameters for ``epochs`` epochs (from ``resume_state``).
+                offset: int = 0, snapshot: Callable[[int], None] | None = None,
+                hooks: StepHooks | None = None) -> int:
+    """Train ``model``'s trainable parameters for ``epochs`` epochs (from ``resume_state``),
+    calling the method's ``hooks`` around each optimizer step.
 
     Evaluates after every epoch and every ``setup.eval_every`` optimizer steps; each evaluation
     is a ``history`` record with ``step``, the optimizer steps done in all stages (``offset``
@@ -258,8 +261,13 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
                     loss = losses.sum() * world.size / sum(len(m) for m in micro)
                 loss.backward()
                 total_loss += loss.item() / world.size
+            taken = epoch * steps_per_epoch + step + 1  # this stage's steps, for the hooks
+            if hooks is not None and hooks.before is not None:
+                hooks.before(taken, total)
             norm = torch.nn.utils.clip_grad_norm_(list(params.values()), setup.max_grad_norm)
             optimizer.step()
+            if hooks is not None and hooks.after is not None:
+                hooks.after(taken, total)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             bar.update()
@@ -492,12 +500,13 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     else:
         built, model = build(spec.build)
         train_stage(model, setup, stage=0, epochs=epochs, lr=lr or spec.lr,
-                    resume_state=state, history=history,
+                    resume_state=state, history=history, hooks=built.hooks,
                     snapshot=snapshotter(built, model, spec, epochs, lr or spec.lr))
 
     trainable = _trainable(model)
     head_params = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
-    method_params = sum(p.numel() for p in trainable.values()) - head_params
+    method_params = (built.hooks.trainable() if built.hooks and built.hooks.trainable else
+                     sum(p.numel() for p in trainable.values()) - head_params)
     total = sum(p.numel() for p in base.model.parameters())
     final = next((h[metric] for h in reversed(history) if metric in h), None)
     peft_dir = None

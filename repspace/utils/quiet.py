@@ -19,6 +19,12 @@ FILTERS: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, ".*(deprecated|will be removed).*"),
     # BERT-like tokenizers returning token type ids a model does not take
     (UserWarning, "Token type ids are not supported"),
+    # PEFT reads an AdaLoRA matrix pruned to rank 0 as an unsharded ZeRO-3 / FSDP tensor
+    (UserWarning, ".*have invalid shape.*ZeRO-3"),
+    # PEFT's BOFT tries to build its CUDA extension and falls back to one butterfly factor
+    # (repspace refuses more than one factor without it)
+    (UserWarning, "Failed to load the CUDA extension"),
+    (UserWarning, "Setting boft_n_butterfly_factor to 1"),
 )
 
 

@@ -17,13 +17,23 @@ projector only (plus the vision tower if included); ``full`` trains everything.
 """
 
 # Importing the families registers their methods, in the order the CLI lists them.
-from repspace.tune.methods import adapter, ia3, lora, prompt, pt_peft, selective  # noqa: F401
+from repspace.tune.methods import (  # noqa: F401
+    adapter,
+    ia3,
+    lora,
+    lowrank,
+    orthogonal,
+    prompt,
+    pt_peft,
+    selective,
+)
 from repspace.tune.methods.base import (
     FAMILIES,
     METHODS,
     Built,
     Method,
     Scope,
+    StepHooks,
     canonical_method,
     get_method,
 )
@@ -31,4 +41,4 @@ from repspace.tune.methods.options import GROUPS, MethodOptions, Options, parse_
 from repspace.tune.methods.pt_peft import build_stage2
 
 __all__ = ["FAMILIES", "GROUPS", "METHODS", "Built", "Method", "MethodOptions", "Options", "Scope",
-           "build_stage2", "canonical_method", "get_method", "parse_options"]
+           "StepHooks", "build_stage2", "canonical_method", "get_method", "parse_options"]

@@ -22,12 +22,29 @@ if TYPE_CHECKING:  # the registry is read by the CLI parser, which must not load
 
 
 @dataclass
+class StepHooks:
+    """What a method does around each optimizer step of the trainer; ``step`` counts the
+    optimizer steps of the run from 1 to ``total``.
+
+    ``before(step, total)`` runs once the step's gradients are complete (before clipping),
+    ``after(step, total)`` after the update (before the gradients are cleared), and
+    ``trainable()`` counts the entries the method trains when that is not every entry of its
+    trainable tensors (importance masks)."""
+
+    before: Callable[[int, int], None] | None = None
+    after: Callable[[int, int], None] | None = None
+    trainable: Callable[[], int] | None = None
+
+
+@dataclass
 class Built:
-    """A model prepared for one method: the module to call, and how to save its tuned part."""
+    """A model prepared for one method: the module to call, how to save its tuned part, and
+    the hooks the trainer calls around each optimizer step (if any)."""
 
     module: nn.Module
     parts: Callable[[], list[Part]]
     peft_model: peft.PeftModel | None = None
+    hooks: StepHooks | None = None
 
 
 #: ``build(model, options, task) -> Built``: prepares a fresh copy of the base for a method.
@@ -151,6 +168,18 @@ def module_pattern(names: list[str]) -> str:
     return "^(?:" + "|".join(patterns) + ")$"
 
 
+def peft_targets(model: nn.Module, o: MethodOptions, names: list[str] | None,
+                 extra: bool = True) -> list[str] | str | None:
+    """PEFT ``target_modules`` for the linear layers ``names`` (PEFT's default for the model
+    type when ``None``); on a vision-language model those (default: all) linear layers of the
+    language model, and with ``extra`` of the included parts, as one pattern."""
+    scope = Scope.of(model, o)
+    if not scope.multimodal:
+        return names
+    parts = ("language", *scope.include) if extra else ("language",)
+    return module_pattern(scope.linear(model, names, parts))
+
+
 def freeze(model: nn.Module) -> None:
     """Make every parameter of ``model`` frozen."""
     for param in model.parameters():
@@ -205,4 +234,5 @@ def with_included(model: nn.Module, o: MethodOptions,
     weights = weights_part(model, extra)
     built = build()
     train(model, extra)
-    return Built(built.module, lambda: [*weights(), *built.parts()], peft_model=built.peft_model)
+    return Built(built.module, lambda: [*weights(), *built.parts()], peft_model=built.peft_model,
+                 hooks=built.hooks)

@@ -73,9 +73,141 @@ class PtPeftOptions(Options):
     stage1_lr: float | None = option(None, "pt-peft prefix learning rate (default: prefix's)")
 
 
+_TARGETS = ("comma-separated module names (default: PEFT's for the model type, e.g. query,value "
+            "for BERT; every linear layer of a vision-language model's language model)")
+
+
+@dataclass
+class AdaLoraOptions(Options):
+    """AdaLoRA (Zhang et al. 2023), through PEFT: LoRA in SVD form whose ranks are pruned to a
+    budget by importance during training."""
+
+    prefix: ClassVar[str] = "adalora"
+    init_r: int = option(12, "AdaLoRA initial rank of every adapted matrix", minimum=1)
+    target_r: int = option(8, "AdaLoRA average rank the budget is pruned to", minimum=1)
+    alpha: int = option(8, "AdaLoRA alpha (the update is scaled by alpha / initial rank)")
+    warmup: float = option(0.1, "AdaLoRA share of the steps before pruning begins (tinit)",
+                           minimum=0.0)
+    final: float = option(0.2, "AdaLoRA share of the last steps with the ranks fixed (tfinal)",
+                          minimum=0.0)
+    interval: int = option(1, "AdaLoRA steps between two budget allocations (deltaT)",
+                           minimum=1)
+    orth_reg: float = option(0.5, "AdaLoRA weight of the orthogonality penalty on A and B",
+                             minimum=0.0)
+    targets: list[str] | None = option(None, _TARGETS)
+
+
+@dataclass
+class LohaOptions(Options):
+    """LoHa (Hyeon-Woo et al. 2022, FedPara), through PEFT: the update is the Hadamard product
+    of two low-rank matrices."""
+
+    prefix: ClassVar[str] = "loha"
+    r: int = option(8, "LoHa rank of each of the two factors", minimum=1)
+    alpha: int = option(8, "LoHa alpha (the update is scaled by alpha / r)")
+    rank_dropout: float = option(0.0, "LoHa dropout on the rank dimension")
+    module_dropout: float = option(0.0, "LoHa probability of dropping the whole update")
+    targets: list[str] | None = option(None, _TARGETS)
+
+
+@dataclass
+class LokrOptions(Options):
+    """LoKr (Yeh et al. 2024, LyCORIS), through PEFT: the update is a Kronecker product of a
+    small full matrix and a low-rank one."""
+
+    prefix: ClassVar[str] = "lokr"
+    r: int = option(8, "LoKr rank of the larger Kronecker factor", minimum=1)
+    alpha: int = option(8, "LoKr alpha (the update is scaled by alpha / r)")
+    decompose_both: bool = option(False, "LoKr: also factor the smaller Kronecker factor")
+    decompose_factor: int = option(-1, "LoKr Kronecker factor size (-1: the divisor nearest "
+                                   "the square root of each dimension)")
+    targets: list[str] | None = option(None, _TARGETS)
+
+
+@dataclass
+class VeraOptions(Options):
+    """VeRA (Kopiczko et al. 2024), through PEFT: frozen shared random low-rank matrices,
+    trained scaling vectors per layer."""
+
+    prefix: ClassVar[str] = "vera"
+    r: int = option(256, "VeRA rank of the shared random matrices", minimum=1)
+    d_initial: float = option(0.1, "VeRA initial value of the rank scaling vector d")
+    seed: int = option(0, "VeRA seed of the shared random matrices (projection_prng_key)")
+    dropout: float = option(0.0, "VeRA dropout on the input")
+    targets: list[str] | None = option(None, _TARGETS)
+
+
+@dataclass
+class OftOptions(Options):
+    """OFT (Qiu et al. 2023), through PEFT: a trained block-diagonal orthogonal rotation of
+    each adapted layer's input."""
+
+    prefix: ClassVar[str] = "oft"
+    block_size: int = option(32, "OFT size of each orthogonal block (the input width is cut "
+                             "into width / size blocks)", minimum=2)
+    coft: bool = option(False, "constrained OFT: keep the rotation within --oft-eps of the "
+                        "identity")
+    eps: float = option(6e-5, "COFT freedom of rotation (with --oft-coft)")
+    block_share: bool = option(False, "OFT: one rotation shared by all blocks of a layer")
+    targets: list[str] | None = option(None, _TARGETS)
+
+
+@dataclass
+class BoftOptions(Options):
+    """BOFT (Liu et al. 2024), through PEFT: OFT with butterfly-factorised orthogonal matrices
+    and a trained output scale."""
+
+    prefix: ClassVar[str] = "boft"
+    block_size: int = option(4, "BOFT size of each orthogonal block", minimum=2)
+    butterfly: int = option(1, "BOFT butterfly factors (above 1 needs PEFT's CUDA extension)",
+                            minimum=1)
+    dropout: float = option(0.0, "BOFT multiplicative dropout of whole blocks")
+    targets: list[str] | None = option(None, _TARGETS)
+
+
+@dataclass
+class PtuningOptions(Options):
+    """P-tuning (Liu et al. 2021, "GPT Understands, Too"), through PEFT: virtual input tokens
+    produced by a trained prompt encoder."""
+
+    prefix: ClassVar[str] = "ptuning"
+    tokens: int = option(10, "P-tuning virtual tokens prepended to the input embeddings",
+                         minimum=1)
+    encoder: str = option("mlp", "P-tuning prompt encoder", choices=("mlp", "lstm"))
+    hidden: int = option(128, "P-tuning hidden size of the prompt encoder", minimum=1)
+    layers: int = option(2, "P-tuning LSTM layers (with --ptuning-encoder lstm)", minimum=1)
+
+
+@dataclass
+class SelectOptions(Options):
+    """Layer-selective tuning: train only chosen blocks of the (language) model."""
+
+    prefix: ClassVar[str] = "select"
+    blocks: str = option("last:2", "blocks to train: first:K, last:K, a range A-B (from 0, "
+                         "inclusive) or a comma list of block indices")
+    part: str = option("all", "what to train in each chosen block",
+                       choices=("all", "attention", "mlp"))
+
+
+@dataclass
+class MaskOptions(Options):
+    """Importance-masked tuning: a fixed share of each weight matrix trainable."""
+
+    prefix: ClassVar[str] = "mask"
+    fraction: float = option(0.05, "share of each weight matrix trained (rounded up per "
+                             "matrix)", minimum=0.0)
+    by: str = option("magnitude", "which entries: the largest pretrained |W| (magnitude) or "
+                     "the largest |gradient| summed over the first --mask-batches steps "
+                     "(gradient)", choices=("magnitude", "gradient"))
+    batches: int = option(4, "optimizer steps that score gradients (--mask-by gradient); "
+                          "nothing is updated in them", minimum=1)
+
+
 #: Every option group, in the order the CLI lists them.
-GROUPS: tuple[type[Options], ...] = (ScopeOptions, LoraOptions, AdapterOptions, PrefixOptions,
-                                     PromptOptions, PtPeftOptions)
+GROUPS: tuple[type[Options], ...] = (ScopeOptions, SelectOptions, MaskOptions, LoraOptions,
+                                     AdaLoraOptions, LohaOptions, LokrOptions, VeraOptions,
+                                     OftOptions, BoftOptions, AdapterOptions, PrefixOptions,
+                                     PromptOptions, PtuningOptions, PtPeftOptions)
 
 
 @dataclass
