@@ -12,7 +12,6 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -1162,29 +1161,6 @@ def test_labels_not_seen_in_training_name_the_file_and_line(capsys: pytest.Captu
     assert_one_error_line(*result, f"{tmp_path / 'eval.jsonl'}:3: label 'dns' was not seen in "
                           "training (training labels: neg, pos; 1 lines have unseen labels: dns)")
     assert not out.exists()
-
-
-def test_one_seed_has_no_permutation_test_and_quick_is_a_smoke_run() -> None:
-    from repspace.demo.report import _permutation, smoke_label
-    from repspace.demo.run import DemoSettings, _statistics, smoke_reason
-
-    rng = np.random.default_rng(0)
-    base_last = rng.normal(size=(12, 4))
-    last = {(m, 0): base_last + rng.normal(scale=s, size=(12, 4))
-            for m, s in (("prefix", 0.1), ("lora", 0.5))}
-    runs = [{"method": m, "layers": [{"cka": 0.9 if m == "prefix" else 0.5}]}
-            for m in ("prefix", "lora")]
-    stats = _statistics(runs, base_last, last, DemoSettings.quick())["prefix_vs_lora_cka_last"]
-    assert "permutation_p" not in stats and stats["permutation"] == "n/a (1 seed)"
-    assert smoke_reason(DemoSettings.quick()).startswith("--quick: 256 training examples")
-    assert smoke_reason(DemoSettings.quick().with_seeds(3)) is not None
-    assert smoke_reason(DemoSettings()) is None
-
-    quick = SimpleNamespace(settings={"smoke_run": smoke_reason(DemoSettings.quick())})
-    assert smoke_label(quick).startswith("smoke run: numbers are not meaningful (--quick: ")
-    assert smoke_label(SimpleNamespace(settings={})) == ""
-    assert _permutation(stats) == "n/a (1 seed)"
-    assert _permutation({"permutation_p": 0.25}) == "p = 0.250"
 
 
 def _sigint_during_start_up(tmp_path: Path, base_pt: Path, delay: float) -> tuple[int, list]:

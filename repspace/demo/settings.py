@@ -61,11 +61,11 @@ class StudySettings:
     base: str = "sentence-transformers/all-MiniLM-L6-v2"
     task: str = "classification"
     arms: tuple[Arm, ...] = ENCODER_ARMS
-    seeds: int = 3
-    epochs: int = 3
+    seeds: int = 2
+    epochs: int = 2
     batch_size: int = 32
     max_length: int = 64
-    train_limit: int | None = 800
+    train_limit: int | None = 1200
     eval_limit: int | None = 300
     evaluations: int = 3
     general_limit: int = 300
@@ -93,9 +93,9 @@ class StudySettings:
             raise InputError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         settings = cls() if study == "encoder" else cls(
             study="decoder", base="smollm2-135m-instruct", task="generation", arms=DECODER_ARMS,
-            seeds=1, epochs=1, batch_size=8, max_length=80, train_limit=480, eval_limit=96,
-            evaluations=4, general_limit=96, general_length=96, layer_stride=3,
-            paraphrase_limit=None, knowledge_limit=96, bootstrap=200,
+            seeds=1, epochs=1, batch_size=8, max_length=80, train_limit=320, eval_limit=48,
+            evaluations=3, general_limit=48, general_length=96, layer_stride=3,
+            paraphrase_limit=None, knowledge_limit=64, bootstrap=200,
             train=str(DATA_DIR / "decoder_task_train.jsonl"),
             eval=str(DATA_DIR / "decoder_task_eval.jsonl"), paraphrases=None,
             knowledge=str(DATA_DIR / "general_knowledge.jsonl"))

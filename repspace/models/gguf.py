@@ -9,7 +9,9 @@ through the installed distribution's metadata.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +46,24 @@ def shipped_gguf(name: str) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def _gguf_progress() -> Iterator[None]:
+    """transformers' GGUF reader draws its progress bar with plain ``tqdm``, ignoring
+    ``disable_progress_bar()``; inside this block it uses transformers' own ``tqdm``, which
+    follows that switch (the CLI turns library progress bars off)."""
+    from transformers import modeling_gguf_pytorch_utils as reader
+    from transformers.utils import logging
+
+    if not hasattr(reader, "tqdm"):
+        yield
+        return
+    plain, reader.tqdm = reader.tqdm, logging.tqdm
+    try:
+        yield
+    finally:
+        reader.tqdm = plain
+
+
 def load_gguf(path: str | Path) -> LoadedModel:
     """The causal language model and tokenizer in the GGUF file ``path``, dequantised to
     float32 (about 40 s for SmolLM2-135M on 2 CPU cores; export it once with
@@ -58,8 +78,9 @@ def load_gguf(path: str | Path) -> LoadedModel:
         raise FormatError(f"file not found: {path}")
     folder, name = str(path.parent), path.name
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        with _gguf_progress():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     except ImportError as exc:
         raise InputError(f"reading {path} needs the gguf package (pip install gguf)") from exc
     except (OSError, ValueError, KeyError) as exc:

@@ -25,6 +25,9 @@ FILTERS: tuple[tuple[type[Warning], str], ...] = (
     # (repspace refuses more than one factor without it)
     (UserWarning, "Failed to load the CUDA extension"),
     (UserWarning, "Setting boft_n_butterfly_factor to 1"),
+    # PEFT looks for a hub config beside a model read from a GGUF file, to decide whether the
+    # vocabulary changed (it did not: repspace never resizes embeddings)
+    (UserWarning, "Could not find a config file in"),
 )
 
 

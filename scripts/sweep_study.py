@@ -1,0 +1,71 @@
+"""Learning-rate sweep behind a study's arms: every single-stage arm at a grid of rates, with the
+study's budget, scored on held-out examples that the study itself never evaluates on (the eval
+rows after the study's ``eval_limit``). Prints one row per method with the score at each rate
+and the rate the study should use; the chosen rates are written into
+``repspace/demo/settings.py`` by hand, with this script's output in docs/study.md.
+
+    .venv/bin/python scripts/sweep_study.py --study encoder
+    .venv/bin/python scripts/sweep_study.py --study decoder --factors 0.5,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from repspace.demo.settings import StudySettings
+from repspace.models import export_checkpoint, load_model
+from repspace.results.tables import fixed_width
+from repspace.tune import tune
+from repspace.tune.data import read_jsonl
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", default="encoder", choices=("encoder", "decoder"))
+    parser.add_argument("--factors", default="0.5,1,2,4",
+                        help="multiples of each arm's current rate (default 0.5,1,2,4)")
+    parser.add_argument("--held-out", type=int, default=300, help="held-out examples scored")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    settings = StudySettings.preset_of(args.study)
+    factors = [float(f) for f in args.factors.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        export_checkpoint(settings.base, work / "base.pt")
+        base = load_model(work / "base.pt")
+        train = read_jsonl(settings.train, settings.task)[:settings.train_limit]
+        start = settings.eval_limit or 0
+        held = read_jsonl(settings.eval, settings.task)[start:start + args.held_out]
+        for name, rows in (("train", train), ("held", held)):
+            (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        table = []
+        for arm in settings.arms:
+            if arm.method == "pt-peft":  # its stages use the rates of prefix and its second
+                continue
+            scores = []
+            for factor in factors:
+                tic = time.perf_counter()
+                run = tune(base, arm.method, task=settings.task, data=work / "train.jsonl",
+                           eval_data=work / "held.jsonl", out=work / f"{arm.label}.pt",
+                           epochs=settings.epochs, lr=arm.lr * factor,
+                           batch_size=settings.batch_size, max_length=settings.max_length,
+                           device=args.device, progress=False, peft_folder=False)
+                scores.append(run.final_metric)
+                print(f"{arm.label} lr {arm.lr * factor:.2g}: {run.final_metric:.3f} "
+                      f"({time.perf_counter() - tic:.0f} s)", flush=True)
+            best = max(range(len(factors)), key=scores.__getitem__)
+            table.append([arm.label, *(f"{s:.3f}" for s in scores),
+                          f"{arm.lr * factors[best]:.2g}"])
+    print(f"\n{args.study}: {len(train)} training examples, {settings.epochs} epoch(s), batch "
+          f"{settings.batch_size}; scored on {len(held)} held-out examples; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(fixed_width(["arm", *(f"x{f:g}" for f in factors), "best rate"], table))
+
+
+if __name__ == "__main__":
+    main()
