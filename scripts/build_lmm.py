@@ -75,7 +75,7 @@ class Settings:
     warmup_batch: int = 32
     warmup_lr: float = 2e-3
     warmup_scale: float = 20.0
-    steps: int = 150
+    steps: int = 200
     batch: int = 16
     lr: float = 1e-3
     lr_warmup_steps: int = 10
