@@ -127,17 +127,29 @@ def vqa_scores(loaded: Any, limit: int | None = None,
                                              for a, r in pairs) / len(rows)
         scores[f"{condition}_exact"] = sum(rule.normalize(a) == rule.normalize(r["answer"])
                                            for a, r in pairs) / len(rows)
+        by_question: dict[str, list[bool]] = {}
+        for a, r in pairs:
+            by_question.setdefault(r["prompt"], []).append(rule.is_correct(a, r["answer"]))
+        scores[f"{condition}_lenient_by_question"] = {
+            q: round(sum(v) / len(v), 3) for q, v in by_question.items()}
         scores[f"{condition}_examples"] = replies[:3]
     return scores
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-lmm",
                         help="model source (default: %(default)s)")
-    parser.add_argument("--captions", type=int, default=None,
+    parser.add_argument("--captions", type=_positive, default=None,
                         help="number of probe scenes to caption (default: all 240)")
-    parser.add_argument("--questions", type=int, default=None,
+    parser.add_argument("--questions", type=_positive, default=None,
                         help="number of eval questions (default: all 119)")
     parser.add_argument("--json", type=Path, default=None, help="write the scores here")
     args = parser.parse_args(argv)
@@ -156,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     for condition in CONDITIONS:
         print(f"{condition:>9}  {caption[condition]:>20.3f}  {vqa[f'{condition}_lenient']:>19.3f}"
               f"  {vqa[f'{condition}_exact']:>9.3f}")
+    for condition in CONDITIONS:
+        print(f"VQA lenient by question, {condition}: "
+              f"{json.dumps(vqa[f'{condition}_lenient_by_question'])}")
     print(json.dumps({c: caption[f"{c}_examples"] for c in CONDITIONS}))
     if args.json:
         write_text_atomic(args.json, json_text(result))
