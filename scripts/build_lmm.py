@@ -15,10 +15,10 @@ shipped images stay held out. Two stages, in a fixed order with one CPU thread:
    the mean embedding norm (image tokens as long as word embeddings).
 2. **Stage 1**. Next-token cross-entropy on the caption tokens (and the end-of-turn token) only,
    through the frozen language model, for the chat ``<|im_start|>user\\n<image>\\nDescribe the
-   image.<|im_end|>\\n<|im_start|>assistant\\n CAPTION<|im_end|>``.
+   image.<|im_end|>\\n<|im_start|>assistant\\nCAPTION<|im_end|>``.
 
 AdamW, linear warm-up then cosine decay, gradient norm clipped at 1. Run from the repository
-root (about 15 minutes on one CPU thread)::
+root (about 15-20 minutes on one CPU thread; 19 minutes for the shipped build, on a shared core)::
 
     python scripts/build_lmm.py          # data/lmm/vision_projector.safetensors, settings.json
     python scripts/build_lmm.py --check  # rebuilds, compares with the shipped fingerprint
