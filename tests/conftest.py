@@ -167,3 +167,18 @@ def tiny_bert(tmp_path_factory, one_thread):
     data = folder / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return repspace.load_model(path), data, folder
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_pt: Path) -> repspace.LoadedModel:
+    """SmolLM2-135M-Instruct loaded from its exported checkpoint."""
+    return repspace.load_model(smollm2_pt)
+
+
+@pytest.fixture(scope="session")
+def smollm2_lmm(smollm2: repspace.LoadedModel) -> repspace.LoadedModel:
+    """``smollm2-lmm``: the LLaVA on SmolLM2 with the shipped vision tower and projector
+    (assembled from the SmolLM2 fixture, a few seconds)."""
+    from repspace.models.lmm import assemble_lmm, read_vision_state
+
+    return assemble_lmm(smollm2, read_vision_state())

