@@ -114,7 +114,8 @@ def _train(arm: Arm, seed: int, base: LoadedModel, settings: StudySettings, trai
         # one epoch in all: each stage sees half of the examples once
         records = read_jsonl(train, settings.task)
         data = _subset_file(str(train), len(records) // 2, folder, settings.task)
-    every = max(1, _steps_per_epoch(settings, data) // settings.evaluations)
+    # evaluation spacing from the full set, so that PT-PEFT's half-set stages do not get more
+    every = math.ceil(_steps_per_epoch(settings, train) / settings.evaluations)
     tune(base, arm.method, task=settings.task, data=data, eval_data=evaluation, out=path,
          epochs=epochs, lr=arm.lr, batch_size=settings.batch_size,
          max_length=settings.max_length, seed=seed, device=device, progress=False,
