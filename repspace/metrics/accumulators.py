@@ -71,9 +71,10 @@ class _Moments:
     """Finalisers shared by the two accumulators; subclasses provide the moments."""
 
     def __init__(self, n_x: int, n_y: int, device: _backend.Device,
-                 names: tuple[Sequence[str], Sequence[str]] | None) -> None:
+                 names: tuple[Sequence[str], Sequence[str]] | None, precision: str) -> None:
         if n_x < 1 or n_y < 1:
             raise InputError("at least one X layer and one Y layer are needed.")
+        self.precision = _backend.check_precision(precision)
         self.device = _backend.compute_device(device)
         self.names = {
             "x": list(names[0]) if names else [f"Xs[{i}]" for i in range(n_x)],
@@ -187,6 +188,11 @@ class CovarianceMoments(_Moments):
         Where the chunk products run (see :mod:`repspace.metrics._backend`).
     names : (X names, Y names), optional
         Layer names used in error messages.
+    precision : {"float32", "float64"}
+        ``"float32"`` (default): the X^T Y products of the centred rows run in float32 over
+        blocks of rows and are summed in float64 (about 1e-7 from the float64 values in CKA);
+        ``"float64"``: every product in float64, exact to rounding (see
+        :mod:`repspace.metrics._backend`).
 
     Examples
     --------
@@ -198,8 +204,9 @@ class CovarianceMoments(_Moments):
 
     def __init__(self, dims_x: Sequence[int], dims_y: Sequence[int], *,
                  device: _backend.Device = "auto",
-                 names: tuple[Sequence[str], Sequence[str]] | None = None) -> None:
-        super().__init__(len(dims_x), len(dims_y), device, names)
+                 names: tuple[Sequence[str], Sequence[str]] | None = None,
+                 precision: _backend.Precision = "float32") -> None:
+        super().__init__(len(dims_x), len(dims_y), device, names, precision)
         self.dims = {"x": [int(d) for d in dims_x], "y": [int(d) for d in dims_y]}
         dev, total = self.device, {s: sum(self.dims[s]) for s in ("x", "y")}
         n_layers = len(dims_x) + len(dims_y)
@@ -221,22 +228,47 @@ class CovarianceMoments(_Moments):
         for s in raw:
             for A, c in zip(raw[s], shift[s], strict=True):
                 A -= c  # in place: _chunk made copies
-        chunks = raw
         xp = _backend.namespace(self.device)
-        w = xp.stack([xp.einsum("ij,ij->i", c, c) for s in ("x", "y") for c in chunks[s]], 1)
+        w = xp.stack([xp.einsum("ij,ij->i", c, c) for s in ("x", "y") for c in raw[s]], 1)
         if not np.isfinite(float(_backend.to_numpy(w.sum()))):
             raise InputError("a chunk holds NaN or infinite values.")
         self._shift = shift
-        cat = {s: chunks[s][0] if len(chunks[s]) == 1 else xp.hstack(chunks[s]) for s in chunks}
-        for s in ("x", "y"):
-            self._sums[s] += cat[s].sum(0)
-            for k, c in enumerate(chunks[s]):
-                self._self[s][k] += c.T @ c
-            self._xw[s] += cat[s].T @ w
-        self._cross += cat["x"].T @ cat["y"]
-        self._ww += w.T @ w
-        self.n += rows.pop()
+        precision = self.precision
+        if precision == "float32" and not _backend.fits_float32(w):
+            precision = "float64"
+        for block in _backend.row_blocks(rows.pop()):
+            self._add_block({s: [A[block] for A in raw[s]] for s in raw}, w[block], precision)
         self._spectra.clear()
+
+    def _add_block(self, shifted: dict[Side, list[Any]], w: Any, precision: str) -> None:
+        """Add a block of shifted rows: their products, centred on the block's own means
+        (in ``precision``, summed into float64), plus the float64 rank-one terms that restore
+        the shifted moments, b d_x d_y^T for a block of b rows with means d."""
+        b = w.shape[0]
+        sums = {s: [A.sum(0) for A in shifted[s]] for s in shifted}
+        means = {s: [t / b for t in sums[s]] for s in sums}
+        cross = _backend.product_precision(precision, *(sum(self.dims[s]) for s in shifted))
+        centred = {s: _backend.centred_stack(shifted[s], means[s], cross, self.device)
+                   for s in shifted}
+        with _backend.ieee_float32(self.device):
+            self._cross += centred["x"].T @ centred["y"]
+            for s in ("x", "y"):
+                for k, (cols, d) in enumerate(zip(self._blocks(s), self.dims[s], strict=True)):
+                    own = _backend.product_precision(precision, d, d)
+                    Z = centred[s][:, cols] if own == cross else _backend.centred_stack(
+                        [shifted[s][k]], [means[s][k]], own, self.device)
+                    self._self[s][k] += Z.T @ Z
+        del centred
+        xp = _backend.namespace(self.device)
+        mean = {s: xp.concatenate(means[s]) for s in means}
+        _backend.add_outer(self._cross, mean["x"], mean["y"], b)
+        for s in ("x", "y"):
+            for k, cols in enumerate(self._blocks(s)):
+                _backend.add_outer(self._self[s][k], mean[s][cols], mean[s][cols], b)
+                self._sums[s][cols] += sums[s][k]
+                self._xw[s][cols] += shifted[s][k].T @ w
+        self._ww += w.T @ w
+        self.n += b
 
     def _chunk(self, layers: Sequence[ArrayLike], side: Side) -> list[Any]:
         """Copies of the chunk's layers on the device, in float64, after checking their shapes."""
@@ -347,13 +379,15 @@ class GramMoments(_Moments):
         Number of samples; every block holds all n rows.
     n_x, n_y : int
         Number of X layers and of Y layers.
-    device, names
-        As for :class:`CovarianceMoments`.
+    device, names, precision
+        As for :class:`CovarianceMoments`; with ``"float32"`` the Gram products of the centred
+        block run in float32 over blocks of columns and are summed in float64.
     """
 
     def __init__(self, n: int, n_x: int, n_y: int, *, device: _backend.Device = "auto",
-                 names: tuple[Sequence[str], Sequence[str]] | None = None) -> None:
-        super().__init__(n_x, n_y, device, names)
+                 names: tuple[Sequence[str], Sequence[str]] | None = None,
+                 precision: _backend.Precision = "float32") -> None:
+        super().__init__(n_x, n_y, device, names, precision)
         self.n = int(n)
         self._gram = {s: [_backend.zeros((self.n, self.n), self.device) for _ in range(k)]
                       for s, k in (("x", n_x), ("y", n_y))}
@@ -371,7 +405,14 @@ class GramMoments(_Moments):
         if not np.isfinite(raw):
             raise InputError(f"{self.names[side][index]} contains NaN or infinite values.")
         A = A - A.mean(0)
-        self._gram[side][index] += A @ A.T
+        precision = _backend.product_precision(self.precision, self.n, self.n)
+        if precision == "float32" and not _backend.fits_float32((A * A).sum()):
+            precision = "float64"
+        zero = _backend.zeros((1,), self.device)
+        with _backend.ieee_float32(self.device):
+            for cols in _backend.row_blocks(A.shape[1]):
+                Z = _backend.centred_stack([A[:, cols]], [zero], precision, self.device)
+                self._gram[side][index] += Z @ Z.T
         self._raw[side][index] += raw
         self._width[side][index] += A.shape[1]
         self._factors.pop((side, index), None)
@@ -408,16 +449,19 @@ class GramMoments(_Moments):
 
 
 def moments_of(Xs: Sequence[np.ndarray], Ys: Sequence[np.ndarray], *,
-               device: _backend.Device = "auto") -> CovarianceMoments | GramMoments:
+               device: _backend.Device = "auto",
+               precision: _backend.Precision = "float32") -> CovarianceMoments | GramMoments:
     """Moments of in-memory layers (validated float64 arrays sharing n rows), by the cheaper
-    path: covariance products or Gram matrices (the cost model of ``cka_matrix``)."""
+    path: covariance products or Gram matrices (the cost model of ``cka_matrix``), with the
+    products in ``precision`` (see :mod:`repspace.metrics._backend`)."""
     n = Xs[0].shape[0]
     if feature_path_cheaper(n, [M.shape[1] for M in Xs], [M.shape[1] for M in Ys]):
         acc: CovarianceMoments | GramMoments = CovarianceMoments(
-            [M.shape[1] for M in Xs], [M.shape[1] for M in Ys], device=device)
+            [M.shape[1] for M in Xs], [M.shape[1] for M in Ys], device=device,
+            precision=precision)
         acc.update(Xs, Ys)
         return acc
-    acc = GramMoments(n, len(Xs), len(Ys), device=device)
+    acc = GramMoments(n, len(Xs), len(Ys), device=device, precision=precision)
     for side, mats in (("x", Xs), ("y", Ys)):
         for k, M in enumerate(mats):
             acc.update(side, k, M)  # type: ignore[arg-type]
@@ -425,8 +469,8 @@ def moments_of(Xs: Sequence[np.ndarray], Ys: Sequence[np.ndarray], *,
 
 
 def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch_size: int, *,
-                         seed: int | None = None,
-                         device: _backend.Device = "auto") -> np.ndarray:
+                         seed: int | None = None, device: _backend.Device = "auto",
+                         precision: _backend.Precision = "float32") -> np.ndarray:
     """Minibatch linear CKA (Nguyen et al. 2021) between every X layer and every Y layer.
 
     The n samples are split into k = n // batch_size consecutive minibatches of near-equal size
@@ -459,6 +503,9 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
         Shuffle the samples with this seed before batching (batches should be random samples).
     device : None, "auto" or a torch device
         Where the per-batch products run.
+    precision : {"float32", "float64"}
+        ``"float32"`` (default): per-batch products of the centred rows in float32, summed in
+        float64 (about 1e-7 from the float64 value); ``"float64"``: exact to rounding.
 
     Returns
     -------
@@ -477,7 +524,8 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
     order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
     totals = None
     for rows in np.array_split(order, n // batch_size):
-        acc = moments_of([M[rows] for M in xs], [M[rows] for M in ys], device=device)
+        acc = moments_of([M[rows] for M in xs], [M[rows] for M in ys], device=device,
+                         precision=precision)
         batch = acc.hsic(debiased=True)
         totals = batch if totals is None else tuple(a + b for a, b in zip(totals, batch,
                                                                            strict=True))
@@ -490,7 +538,8 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
 
 
 def minibatch_cka(X: ArrayLike, Y: ArrayLike, batch_size: int, *, seed: int | None = None,
-                  device: _backend.Device = "auto") -> float:
+                  device: _backend.Device = "auto",
+                  precision: _backend.Precision = "float32") -> float:
     """Minibatch linear CKA of two representations; see :func:`minibatch_cka_matrix`.
 
     Parameters
@@ -498,7 +547,7 @@ def minibatch_cka(X: ArrayLike, Y: ArrayLike, batch_size: int, *, seed: int | No
     X : array-like, shape (n, d_x)
     Y : array-like, shape (n, d_y)
         Rows are samples (same samples, same order).
-    batch_size, seed, device
+    batch_size, seed, device, precision
         As for :func:`minibatch_cka_matrix`.
 
     Returns
@@ -509,4 +558,5 @@ def minibatch_cka(X: ArrayLike, Y: ArrayLike, batch_size: int, *, seed: int | No
     """
     X = as_matrix(X, "X", min_rows=4, why=" for the debiased HSIC estimator")
     Y = as_matrix(Y, "Y", min_rows=4, why=" for the debiased HSIC estimator")
-    return float(minibatch_cka_matrix([X], [Y], batch_size, seed=seed, device=device)[0, 0])
+    return float(minibatch_cka_matrix([X], [Y], batch_size, seed=seed, device=device,
+                                      precision=precision)[0, 0])
