@@ -71,7 +71,7 @@ def centered(X: np.ndarray, name: str, metric: str) -> np.ndarray:
     "Nothing left" allows for the rounding error of the means: |Xc| <= n * eps * max |X|.
     """
     Xc = X - X.mean(axis=0)
-    if np.abs(Xc).max() <= X.shape[0] * np.finfo(np.float64).eps * np.abs(X).max():
+    if _max_abs(Xc) <= X.shape[0] * np.finfo(np.float64).eps * _max_abs(X):
         raise InputError(
             f"{name} is constant (zero variance after centering): {metric} is undefined"
         )
@@ -92,8 +92,14 @@ def check_layers(
 
 def unit_norm(A: np.ndarray) -> np.ndarray:
     """A / ||A||_F for a non-zero A, without overflow or underflow for extreme scales."""
-    A = A / np.abs(A).max()
-    return A / np.linalg.norm(A)
+    A = A / _max_abs(A)
+    A /= np.linalg.norm(A)
+    return A
+
+
+def _max_abs(A: np.ndarray) -> float:
+    """max |A| without an |A|-sized temporary."""
+    return max(float(A.max()), -float(A.min()))
 
 
 def check_fraction(value: float, name: str) -> float:

@@ -217,6 +217,7 @@ class CovarianceMoments(_Moments):
         # Row norms w = [a_1 .. a_Lx, b_1 .. b_Ly] of every chunk: W^T W and X^T W, Y^T W.
         self._ww = _backend.zeros((n_layers, n_layers), dev)
         self._xw = {s: _backend.zeros((total[s], n_layers), dev) for s in ("x", "y")}
+        self._host: dict[str, Any] | None = None
 
     def update(self, xs: Sequence[ArrayLike], ys: Sequence[ArrayLike]) -> None:
         """Add one chunk: the same rows (samples) of every X layer and every Y layer."""
@@ -239,6 +240,7 @@ class CovarianceMoments(_Moments):
         for block in _backend.row_blocks(rows.pop()):
             self._add_block({s: [A[block] for A in raw[s]] for s in raw}, w[block], precision)
         self._spectra.clear()
+        self._host = None
 
     def _add_block(self, shifted: dict[Side, list[Any]], w: Any, precision: str) -> None:
         """Add a block of shifted rows: their products, centred on the block's own means
@@ -289,7 +291,13 @@ class CovarianceMoments(_Moments):
         return [slice(a, b) for a, b in itertools.pairwise(starts)]
 
     def _numpy(self) -> dict[str, Any]:
-        """The accumulated moments as numpy arrays, split per layer."""
+        """The accumulated moments as numpy arrays, split per layer (copied off the device
+        once after each update)."""
+        if self._host is None:
+            self._host = self._to_host()
+        return self._host
+
+    def _to_host(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ww": _backend.to_numpy(self._ww),
                                "cross": _backend.to_numpy(self._cross)}
         for s in ("x", "y"):
@@ -320,11 +328,9 @@ class CovarianceMoments(_Moments):
         mom, n = self._numpy(), self.n
         lx, ly = len(self.dims["x"]), len(self.dims["y"])
         cx, cy = self._blocks("x"), self._blocks("y")
-        cross_c = mom["cross"] - np.outer(_backend.to_numpy(self._sums["x"]),
-                                          _backend.to_numpy(self._sums["y"])) / n
-        pairs = np.add.reduceat(np.add.reduceat(cross_c**2, [b.start for b in cx], axis=0),
-                                [b.start for b in cy], axis=1)
-        selfs = {s: np.array([np.sum(self._centred_self(m) ** 2) for m in mom[s]])
+        pairs = np.array([[_sum_squares(self._centred_cross(mom, i, j)) for j in range(ly)]
+                          for i in range(lx)])
+        selfs = {s: np.array([_sum_squares(self._centred_self(m)) for m in mom[s]])
                  for s in ("x", "y")}
         if not debiased:
             return pairs, selfs["x"], selfs["y"]
@@ -446,6 +452,11 @@ class GramMoments(_Moments):
     def _cross_nuclear(self, i: int, j: int) -> float:
         C = self._factor("x", i).T @ self._factor("y", j)
         return float(np.linalg.svd(C, compute_uv=False).sum())
+
+
+def _sum_squares(A: np.ndarray) -> float:
+    """||A||_F^2 of a contiguous array, as one BLAS dot product."""
+    return float(np.vdot(A, A))
 
 
 def moments_of(Xs: Sequence[np.ndarray], Ys: Sequence[np.ndarray], *,
