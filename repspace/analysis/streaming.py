@@ -103,6 +103,20 @@ def stream_metrics(store_a: str | Path | FeatureStore, store_b: str | Path | Fea
     return result
 
 
+def stream_memory(n: int, dims: Sequence[int], chunk_rows: int) -> int:
+    """Estimated peak memory (bytes) of :func:`stream_metrics` on ``n`` samples of layers of
+    widths ``dims`` in both stores, in float64: on the covariance path the D x D cross moments
+    and one product of them (16 D^2, D = sum of ``dims``) and the self moments (16 sum d^2);
+    on the Gram path (n below the widest layer) the n x n Grams with their centred copies
+    (32 n^2 per layer); on both, the chunks read, copied and stacked (48 D per chunk row)."""
+    width = sum(dims)
+    if n >= max(dims):
+        moments = 16 * width**2 + 16 * sum(d * d for d in dims)
+    else:
+        moments = 32 * len(dims) * n * n
+    return moments + 48 * width * chunk_rows
+
+
 def _check_aligned(a: FeatureStore, b: FeatureStore, chunk_rows: int) -> int:
     """The number of samples, after checking chunk by chunk (in memory independent of n) that
     both stores hold the same ids in the same order; on a difference, ``check_aligned`` reads
