@@ -3,7 +3,10 @@
 Linear CKA (biased and debiased), singular spectra, effective rank and the orthogonal
 Procrustes distance depend on the data only through a few sums that can be accumulated chunk
 by chunk in float64, so they are computed exactly (up to rounding) in memory that does not
-grow with the number of samples n. Two accumulators cover the two shapes of data:
+grow with the number of samples n. The sums' large products run in float32 by default
+(``precision="float32"``, summed in float64: CKA within about 1e-7 of the exact value;
+:mod:`repspace.metrics._backend`) or in float64 (``precision="float64"``, exact). Two
+accumulators cover the two shapes of data:
 
 - :class:`CovarianceMoments` (n >= d, the usual case): fed chunks of rows. Per layer it keeps
   the column sums s and X^T X (d x d), and X_cat^T Y_cat for every pair of an X layer and a Y
@@ -18,6 +21,11 @@ Centring in one pass. Rows are shifted by a per-layer vector c (the mean of the 
 before anything is summed; the centred moments then follow exactly from the shifted ones, e.g.
 Xc^T Yc = X^T Y - s_x s_y^T / n, while the shift keeps the cancellation in that subtraction
 small when the features have large means (the "shifted data" algorithm for variances).
+Within a chunk, each block of rows is moreover centred on its own means d before its products
+are formed (in ``precision``), and the float64 rank-one terms b d_x d_y^T (b rows) restore the
+shifted moments: the float32 products only ever see centred data, even where the first chunk
+is unrepresentative. (The debiased estimator's row-norm terms below use the shifted rows and
+lose digits, in either precision, when the first chunk lies many spreads from the mean.)
 
 Debiased HSIC from moments. For centred features the unbiased estimator of Song et al. 2012
 reduces to (see :mod:`repspace.metrics.cka`)
