@@ -227,16 +227,19 @@ class CovarianceMoments(_Moments):
         self._xw = {s: _backend.zeros((total[s], n_layers), dev) for s in ("x", "y")}
         self._host: dict[str, Any] | None = None
 
-    def update(self, xs: Sequence[ArrayLike], ys: Sequence[ArrayLike]) -> None:
-        """Add one chunk: the same rows (samples) of every X layer and every Y layer."""
-        raw = {"x": self._chunk(xs, "x"), "y": self._chunk(ys, "y")}
+    def update(self, xs: Sequence[ArrayLike], ys: Sequence[ArrayLike], *,
+               copy: bool = True) -> None:
+        """Add one chunk: the same rows (samples) of every X layer and every Y layer. With
+        ``copy=False``, float64 layers already on the device are shifted in place (they
+        change) instead of being copied first."""
+        raw = {"x": self._chunk(xs, "x", copy), "y": self._chunk(ys, "y", copy)}
         rows = {len(c) for side in raw.values() for c in side}
         if len(rows) != 1:
             raise InputError(f"every layer of a chunk must have the same rows, got {sorted(rows)}.")
         shift = self._shift or {s: [A.mean(0) for A in raw[s]] for s in raw}
         for s in raw:
             for A, c in zip(raw[s], shift[s], strict=True):
-                A -= c  # in place: _chunk made copies
+                A -= c  # in place: _chunk made copies, or the caller allowed it
         xp = _backend.namespace(self.device)
         w = xp.stack([xp.einsum("ij,ij->i", c, c) for s in ("x", "y") for c in raw[s]], 1)
         if not np.isfinite(float(_backend.to_numpy(w.sum()))):
@@ -280,14 +283,15 @@ class CovarianceMoments(_Moments):
         self._ww += w.T @ w
         self.n += b
 
-    def _chunk(self, layers: Sequence[ArrayLike], side: Side) -> list[Any]:
-        """Copies of the chunk's layers on the device, in float64, after checking their shapes."""
+    def _chunk(self, layers: Sequence[ArrayLike], side: Side, copy: bool) -> list[Any]:
+        """The chunk's layers on the device, in float64 (copies with ``copy``), after checking
+        their shapes."""
         dims = self.dims[side]
         if len(layers) != len(dims):
             raise InputError(f"expected {len(dims)} {side.upper()} layers, got {len(layers)}.")
         out = []
         for k, (L, d) in enumerate(zip(layers, dims, strict=True)):
-            A = _backend.asarray(L, self.device, copy=True)
+            A = _backend.asarray(L, self.device, copy=copy)
             if A.ndim != 2 or A.shape[1] != d or A.shape[0] == 0:
                 raise InputError(f"{self.names[side][k]}: chunk of shape {tuple(A.shape)}, "
                                  f"expected (rows > 0, {d}).")
@@ -336,10 +340,12 @@ class CovarianceMoments(_Moments):
         mom, n = self._numpy(), self.n
         lx, ly = len(self.dims["x"]), len(self.dims["y"])
         cx, cy = self._blocks("x"), self._blocks("y")
-        pairs = np.array([[_sum_squares(self._centred_cross(mom, i, j)) for j in range(ly)]
-                          for i in range(lx)])
-        selfs = {s: np.array([_sum_squares(self._centred_self(m)) for m in mom[s]])
-                 for s in ("x", "y")}
+        scratch = np.empty(max(self.dims["x"] + self.dims["y"]) ** 2)
+        pairs = np.array([[_centred_sum_squares(mom["cross"][cx[i], cy[j]], mom["x"][i]["sum"],
+                                                mom["y"][j]["sum"], n, scratch)
+                           for j in range(ly)] for i in range(lx)])
+        selfs = {s: np.array([_centred_sum_squares(m["self"], m["sum"], m["sum"], n, scratch)
+                              for m in mom[s]]) for s in ("x", "y")}
         if not debiased:
             return pairs, selfs["x"], selfs["y"]
         # Layer u of side s is column offset[s] + u of W (the row-norm matrix).
@@ -352,7 +358,8 @@ class CovarianceMoments(_Moments):
             m_u, m_v = mean_u @ mean_u, mean_v @ mean_v
             sum_a_u, sum_a_v = np.trace(mu["self"]), np.trace(mv["self"])
             return (mom["ww"][au, av] - 2 * mean_v @ mv["xw"][:, au]
-                    - 2 * mean_u @ mu["xw"][:, av] + 4 * mean_u @ raw_cross @ mean_v
+                    - 2 * mean_u @ mu["xw"][:, av]
+                    + 4 * np.einsum("i,ij,j->", mean_u, raw_cross, mean_v)
                     + m_v * sum_a_u + m_u * sum_a_v - 3 * n * m_u * m_v)
 
         def trace_c(m: dict[str, Any]) -> float:
@@ -462,23 +469,29 @@ class GramMoments(_Moments):
         return float(np.linalg.svd(C, compute_uv=False).sum())
 
 
-def _sum_squares(A: np.ndarray) -> float:
-    """||A||_F^2 of a contiguous array, as one BLAS dot product."""
-    return float(np.vdot(A, A))
+def _centred_sum_squares(M: np.ndarray, a: np.ndarray, b: np.ndarray, n: int,
+                         scratch: np.ndarray) -> float:
+    """||M - a b^T / n||_F^2, the centred matrix formed in ``scratch`` (no allocation, and
+    no multithreaded BLAS call per block, which stalls on a busy machine)."""
+    C = scratch[:M.size].reshape(M.shape)
+    np.multiply.outer(a, b / n, out=C)
+    np.subtract(M, C, out=C)
+    return float(np.einsum("ij,ij->", C, C))
 
 
 def moments_of(Xs: Sequence[np.ndarray], Ys: Sequence[np.ndarray], *,
-               device: _backend.Device = "auto",
-               precision: _backend.Precision = "float32") -> CovarianceMoments | GramMoments:
+               device: _backend.Device = "auto", precision: _backend.Precision = "float32",
+               copy: bool = True) -> CovarianceMoments | GramMoments:
     """Moments of in-memory layers (validated float64 arrays sharing n rows), by the cheaper
     path: covariance products or Gram matrices (the cost model of ``cka_matrix``), with the
-    products in ``precision`` (see :mod:`repspace.metrics._backend`)."""
+    products in ``precision`` (see :mod:`repspace.metrics._backend`). With ``copy=False`` the
+    layers may be changed in place (for callers that own them)."""
     n = Xs[0].shape[0]
     if feature_path_cheaper(n, [M.shape[1] for M in Xs], [M.shape[1] for M in Ys]):
         acc: CovarianceMoments | GramMoments = CovarianceMoments(
             [M.shape[1] for M in Xs], [M.shape[1] for M in Ys], device=device,
             precision=precision)
-        acc.update(Xs, Ys)
+        acc.update(Xs, Ys, copy=copy)
         return acc
     acc = GramMoments(n, len(Xs), len(Ys), device=device, precision=precision)
     for side, mats in (("x", Xs), ("y", Ys)):
@@ -544,7 +557,7 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
     totals = None
     for rows in np.array_split(order, n // batch_size):
         acc = moments_of([M[rows] for M in xs], [M[rows] for M in ys], device=device,
-                         precision=precision)
+                         precision=precision, copy=False)  # the batches are copies
         batch = acc.hsic(debiased=True)
         totals = batch if totals is None else tuple(a + b for a, b in zip(totals, batch,
                                                                            strict=True))

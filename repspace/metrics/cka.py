@@ -30,7 +30,15 @@ from scipy.spatial.distance import pdist, squareform
 
 from repspace.errors import InputError
 from repspace.metrics._backend import Device, Precision, check_precision, compute_device
-from repspace.metrics._validate import as_matrix, centered, check_layers, check_pair, unit_norm
+from repspace.metrics._validate import (
+    as_matrix,
+    centered,
+    centre_in_place,
+    check_layers,
+    check_pair,
+    max_abs,
+    unit_norm,
+)
 from repspace.metrics.accumulators import moments_of
 from repspace.metrics.hsic import center_gram, cka_from_hsic, feature_path_cheaper
 
@@ -191,9 +199,18 @@ def cka_matrix(
     xnames = [f"Xs[{i}]" for i in range(len(xs))]
     ynames = [f"Ys[{j}]" for j in range(len(ys))]
     precision = check_precision(precision)
-    xs = [_prepare(M, name) for M, name in zip(xs, xnames, strict=True)]
-    ys = [_prepare(M, name) for M, name in zip(ys, ynames, strict=True)]
-    return moments_of(xs, ys, device=compute_device(device), precision=precision).cka(debiased)
+    for M, name in zip([*xs, *ys], [*xnames, *ynames], strict=True):
+        _centre_and_scale(M, name)
+    return moments_of(xs, ys, device=compute_device(device), precision=precision,
+                      copy=False).cka(debiased)
+
+
+def _centre_and_scale(X: np.ndarray, name: str) -> None:
+    """Centre the columns of X in place and scale it by a power of two to max |X| in
+    [1/2, 1) (exact, and CKA is scale-invariant; no overflow), raising like :func:`_prepare`
+    for a constant X; for arrays the caller owns (``check_layers`` returns copies)."""
+    centre_in_place(X, name, "CKA")
+    X *= 2.0 ** -np.frexp(max_abs(X))[1]
 
 
 def _prepare(X: np.ndarray, name: str, metric: str = "CKA") -> np.ndarray:
