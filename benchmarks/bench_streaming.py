@@ -11,7 +11,9 @@ What is measured
     - floor: the float64 products streaming cannot avoid (X^T X, Y^T Y and X^T Y of every
       chunk, 4 N d^2 flops), on chunks already in memory: no reading, converting or centring;
     - ``repspace.stream_metrics``: linear CKA (biased and debiased), both singular spectra and
-      effective ranks and the Procrustes distance, exact, in one pass over both stores.
+      effective ranks and the Procrustes distance, exact (``precision="float64"``, the mode
+      the float64 floor is about; the default float32 products are measured by
+      ``bench_cka.py``), in one pass over both stores.
 
     Each runs in a fresh child process (``--child``), so that its peak resident memory
     (``ru_maxrss``) is its own; the table also gives the resident memory right after the imports
@@ -129,7 +131,8 @@ def child(kind: str, a: str, b: str, chunk_rows: int) -> None:
                 for lo in range(0, n, chunk_rows):
                     store.pooled_block(LAYER, slice(lo, lo + chunk_rows))
     else:
-        result = stream_metrics(a, b, layers=[LAYER], chunk_rows=chunk_rows, progress=False)
+        result = stream_metrics(a, b, layers=[LAYER], chunk_rows=chunk_rows, progress=False,
+                                precision="float64")
         out = {"cka": float(result.cka[0, 0]), "cka_debiased": float(result.cka_debiased[0, 0]),
                "procrustes": result.procrustes[LAYER],
                "erank_base": result.effective_rank_a[LAYER],

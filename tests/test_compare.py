@@ -11,6 +11,7 @@ import pytest
 
 import repspace
 from repspace.analysis import cache as cache_module
+from repspace.cli import main
 from repspace.results.compare import COLUMNS, CompareResult
 from repspace.store import FeatureStore, StoreWriter
 from tests.conftest import make_peft
@@ -141,3 +142,61 @@ def test_compare_needs_a_tuned_model_and_enough_samples(base, probe, tmp_path):
         repspace.compare(base, [], data=probe)
     with pytest.raises(repspace.InputError, match="at least 4 samples"):
         repspace.compare(base, [base], data=probe.subset(3), cache_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def layer3_pt(base, tmp_path_factory):
+    model = make_peft(base, peft.LoraConfig(r=8, target_modules=["query", "value", "dense"],
+                                            layers_to_transform=[3]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.3)
+    return repspace.save_tuned_checkpoint(model, base, tmp_path_factory.mktemp("l3") / "l3.pt")
+
+
+def test_stores_over_the_memory_budget_are_streamed_to_the_same_numbers(
+        base_pt, layer3_pt, probe, tmp_path, capsys):
+    kwargs = {"data": probe, "cache_dir": tmp_path, "progress": False, "tokens": False,
+              "weights": False}
+    held = repspace.compare(base_pt, [layer3_pt], **kwargs)
+    assert held.settings["streamed"] is False
+    assert held.settings["memory_in_memory"] > 10**6  # so that a 1 MB budget streams
+    out = tmp_path / "report"
+    assert main(["compare", str(base_pt), str(layer3_pt), "--limit", "48", "--no-tokens",
+                 "--no-weights", "--cache-dir", str(tmp_path), "--out", str(out),
+                 "--memory-budget", "1MB"]) == 0
+    printed = capsys.readouterr().out
+    assert "streamed: in memory this comparison needs about" in printed
+    streamed = CompareResult.from_json(out / "metrics.json")
+    assert streamed.settings["streamed"] is True and streamed.settings["memory_budget"] == 10**6
+    assert streamed.stores == held.stores  # the same cached stores, read the other way
+    for a, b in zip(held.records, streamed.records, strict=True):
+        assert (a["model"], a["layer"]) == (b["model"], b["layer"])
+        for key in ("cka", "cka_debiased", "effective_rank", "effective_rank_base"):
+            assert b[key] == pytest.approx(a[key], abs=1e-9), key
+        assert b["procrustes"] == pytest.approx(a["procrustes"], abs=1e-7)
+        assert b["mutual_knn"] is None and b["rank_ratio"] is None
+    for name in ("base", "l3"):
+        s = np.asarray(held.spectra[name])
+        np.testing.assert_allclose(streamed.spectra[name], s, rtol=0, atol=1e-9 * s[0])
+    np.testing.assert_allclose(streamed.cka_matrices["l3"], held.cka_matrices["l3"], atol=1e-6)
+    assert streamed.displacement == {} and streamed.settings["left_out"] == [
+        "mutual_knn", "rank_ratio", "displacement"]
+    for stem in ("cka_by_layer", "effective_rank_by_layer", "spectra_last_layer", "cka_heatmap"):
+        assert (out / f"{stem}.png").stat().st_size > 1000
+    assert not (out / "displacement.png").exists()
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + len(held.records)
+
+
+def test_a_budget_too_small_even_to_stream_or_not_a_size_is_refused(base_pt, layer3_pt, probe,
+                                                                    tmp_path, capsys):
+    kwargs = {"data": probe, "cache_dir": tmp_path, "progress": False, "tokens": False,
+              "weights": False}
+    with pytest.raises(repspace.InputError, match=r"even streamed, comparing 6 layers of 48 "
+                       r"samples needs about .* more than the memory budget of 100.0 kB"):
+        repspace.compare(base_pt, [layer3_pt], memory_budget="100kB", **kwargs)
+    assert main(["compare", str(base_pt), str(layer3_pt), "--memory-budget", "lots",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["repspace: error: memory budget must be a size such as 2GB or 512MB, got "
+                   "'lots'"]

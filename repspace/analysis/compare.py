@@ -13,6 +13,7 @@ from tqdm import tqdm
 from repspace import metrics
 from repspace.analysis.cache import cached_capture, default_cache_dir
 from repspace.analysis.naming import model_names
+from repspace.analysis.streaming import stream_memory, stream_metrics
 from repspace.analysis.weights import weight_report
 from repspace.capture import resolve_layers
 from repspace.capture.options import CaptureOptions
@@ -21,8 +22,13 @@ from repspace.models import LoadedModel, load_model
 from repspace.models.api import load_base_model
 from repspace.probes import Probe, load_probe
 from repspace.results import CompareResult, ModelInfo
+from repspace.results.tables import fmt_bytes
 from repspace.store import FeatureStore, check_aligned
 from repspace.utils.files import check_output
+from repspace.utils.memory import memory_budget as resolve_budget
+
+#: What a streamed comparison leaves out: they need all rows (or all tokens) at once.
+STREAMED_LEFT_OUT = ("mutual_knn", "rank_ratio", "displacement")
 
 
 def space_metrics(pooled: np.ndarray,
@@ -72,6 +78,16 @@ def moved_samples(base: np.ndarray, tuned: np.ndarray, ids: Sequence[str],
             "least": [sample(i) for i in order[::-1][:top]]}
 
 
+def in_memory_bytes(n: int, dims: Sequence[int], token_rows: int = 0) -> int:
+    """Estimated peak memory (bytes) of comparing one tuned model with the base in memory:
+    the float32 pooled rows of both (8 N D bytes, D the summed layer widths), the float64
+    working copies of the layer x layer CKA matrix (32 N D), the N x N similarity and index
+    matrices of mutual k-NN and the displacement (24 N^2) and, with tokens, the float32 token
+    rows of one layer of both models (8 T d for T token rows)."""
+    width = sum(dims)
+    return 40 * n * width + 24 * n * n + 8 * token_rows * max(dims)
+
+
 _CAPTURE = CaptureOptions()
 
 
@@ -82,7 +98,8 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
             max_length: int = _CAPTURE.max_length, device: str = _CAPTURE.device,
             cache_dir: str | Path | None = None, out: str | Path | None = None,
             weights: bool = True, progress: bool = True, modality: str = _CAPTURE.modality,
-            vision_tokens: str = _CAPTURE.vision_tokens) -> CompareResult:
+            vision_tokens: str = _CAPTURE.vision_tokens,
+            memory_budget: int | float | str | None = None) -> CompareResult:
     """Compare each tuned model with ``base``, layer by layer, on one probe set.
 
     Each model is captured once per (model, probe, settings) and the store is cached under
@@ -103,6 +120,15 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     connector layers have modality ``image``. Every record carries its ``modality``
     (``text`` for text probes), and tables and figures are also drawn per modality.
 
+    ``memory_budget`` (bytes, or a size such as ``"2GB"``; default: half the physical memory)
+    bounds what the metrics hold. When the in-memory comparison would need more
+    (:func:`in_memory_bytes`), the stores are streamed instead, as ``repspace metrics`` does
+    (:func:`repspace.analysis.streaming.stream_metrics`, in float64, so the numbers are the
+    in-memory ones to rounding): CKA (both estimators, and the layer x layer matrices),
+    Procrustes distances, effective ranks and spectra, in memory independent of N. Mutual k-NN,
+    the rank ratio and the per-sample displacement need all rows at once and are left out
+    (``None``; ``settings["streamed"]`` is true and the table says so).
+
     Examples
     --------
     >>> result = compare("base.pt", ["lora.pt", "prefix.pt"])      # doctest: +SKIP
@@ -120,6 +146,7 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     if k >= len(probe):
         raise InputError(f"mutual k-NN with k = {k} needs at least {k + 1} samples; the probe "
                          f"has {len(probe)}: lower --k or use more samples")
+    budget = resolve_budget(memory_budget)
     base_model = load_base_model(base)
     models = [t if isinstance(t, LoadedModel) else load_model(t, base=base_model) for t in tuned]
     names = resolve_layers(base_model.backbone, layers)
@@ -147,37 +174,19 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
         for store in stores:
             check_aligned(base_store, store)
         with_tokens = tokens and all(s.has_tokens for s in [base_store, *stores])
-        text_of = dict(zip(probe.ids, probe.texts, strict=True))
-
-        def space(store: FeatureStore, layer: str, pooled: np.ndarray) -> dict:
-            return space_metrics(pooled, store.tokens(layer) if with_tokens else None)
-
-        base_pooled = {layer: base_store.pooled(layer) for layer in names}
-        base_space = {}
-        for layer in names:
-            with _naming("the base", layer):
-                base_space[layer] = space(base_store, layer, base_pooled[layer])
-        result.spectra["base"] = metrics.singular_values(base_pooled[names[-1]]).tolist()
-        with tqdm(total=len(stores) * len(names), desc="metrics", unit="layer",
-                  disable=not progress) as bar:
-            for label, store in zip(labels, stores, strict=True):
-                tuned_pooled = [store.pooled(layer) for layer in names]
-                for layer, pooled in zip(names, tuned_pooled, strict=True):
-                    with _naming(f"{label} (Y) against the base (X)", layer):
-                        result.records.append({
-                            "model": label, "layer": layer, "modality": modalities[layer],
-                            **pair_metrics(base_pooled[layer], pooled, k=k),
-                            "effective_rank_base": base_space[layer]["effective_rank"],
-                            "rank_ratio_base": base_space[layer]["rank_ratio"],
-                            **space(store, layer, pooled)})
-                    bar.update()
-                result.spectra[label] = metrics.singular_values(tuned_pooled[-1]).tolist()
-                with _naming(f"{label} against the base", names[-1]):
-                    result.displacement[label] = {"layer": names[-1], **moved_samples(
-                        base_pooled[names[-1]], tuned_pooled[-1], base_store.sample_ids,
-                        [text_of[i] for i in base_store.sample_ids], k=k)}
-                result.cka_matrices[label] = metrics.cka_matrix(
-                    [base_pooled[layer] for layer in names], tuned_pooled).tolist()
+        n = len(probe)
+        dims = [int(base_store.layer_attrs(layer)["dim"]) for layer in names]
+        token_rows = max((int(s.token_counts(layer).sum()) for s in [base_store, *stores]
+                          for layer in names), default=0) if with_tokens else 0
+        needed = in_memory_bytes(n, dims, token_rows)
+        streamed = needed > budget
+        result.settings.update({"memory_budget": budget, "memory_in_memory": needed,
+                                "streamed": streamed})
+        if streamed:
+            _streamed(result, base_store, stores, labels, names, modalities, budget, progress)
+        else:
+            _in_memory(result, base_store, stores, labels, names, modalities, with_tokens,
+                       dict(zip(probe.ids, probe.texts, strict=True)), k, progress)
     finally:
         for store in [base_store, *stores]:
             store.close()
@@ -190,3 +199,72 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     if out is not None:
         result.save(out)
     return result
+
+
+def _in_memory(result: CompareResult, base_store: FeatureStore, stores: list[FeatureStore],
+               labels: list[str], names: list[str], modalities: dict[str, str],
+               with_tokens: bool, text_of: dict[str, str], k: int, progress: bool) -> None:
+    """Every metric, from the pooled rows held in memory (the base's, and one tuned model's
+    at a time)."""
+
+    def space(store: FeatureStore, layer: str, pooled: np.ndarray) -> dict:
+        return space_metrics(pooled, store.tokens(layer) if with_tokens else None)
+
+    base_pooled = {layer: base_store.pooled(layer) for layer in names}
+    base_space = {}
+    for layer in names:
+        with _naming("the base", layer):
+            base_space[layer] = space(base_store, layer, base_pooled[layer])
+    result.spectra["base"] = metrics.singular_values(base_pooled[names[-1]]).tolist()
+    with tqdm(total=len(stores) * len(names), desc="metrics", unit="layer",
+              disable=not progress) as bar:
+        for label, store in zip(labels, stores, strict=True):
+            tuned_pooled = [store.pooled(layer) for layer in names]
+            for layer, pooled in zip(names, tuned_pooled, strict=True):
+                with _naming(f"{label} (Y) against the base (X)", layer):
+                    result.records.append({
+                        "model": label, "layer": layer, "modality": modalities[layer],
+                        **pair_metrics(base_pooled[layer], pooled, k=k),
+                        "effective_rank_base": base_space[layer]["effective_rank"],
+                        "rank_ratio_base": base_space[layer]["rank_ratio"],
+                        **space(store, layer, pooled)})
+                bar.update()
+            result.spectra[label] = metrics.singular_values(tuned_pooled[-1]).tolist()
+            with _naming(f"{label} against the base", names[-1]):
+                result.displacement[label] = {"layer": names[-1], **moved_samples(
+                    base_pooled[names[-1]], tuned_pooled[-1], base_store.sample_ids,
+                    [text_of[i] for i in base_store.sample_ids], k=k)}
+            result.cka_matrices[label] = metrics.cka_matrix(
+                [base_pooled[layer] for layer in names], tuned_pooled).tolist()
+
+
+def _streamed(result: CompareResult, base_store: FeatureStore, stores: list[FeatureStore],
+              labels: list[str], names: list[str], modalities: dict[str, str], budget: int,
+              progress: bool) -> None:
+    """The metrics that moments give exactly, streamed from the stores in float64 (one pass
+    per tuned model), with chunks as large as the budget allows; the others are ``None``."""
+    n = int(base_store.meta["n_written"])
+    dims = [int(base_store.layer_attrs(layer)["dim"]) for layer in names]
+    chunk_rows = max(1, min(65536, (budget - stream_memory(n, dims, 0)) // (48 * sum(dims))))
+    if stream_memory(n, dims, chunk_rows) > budget:
+        raise InputError(
+            f"even streamed, comparing {len(names)} layers of {n:,} samples needs about "
+            f"{fmt_bytes(stream_memory(n, dims, 1))} (the layer x layer moments), more than "
+            f"the memory budget of {fmt_bytes(budget)}: compare fewer layers (--layers) or "
+            "raise --memory-budget")
+    result.settings["left_out"] = list(STREAMED_LEFT_OUT)
+    for label, store in zip(labels, stores, strict=True):
+        streamed = stream_metrics(base_store, store, layers=names, chunk_rows=chunk_rows,
+                                  progress=progress, precision="float64")
+        for k, layer in enumerate(names):
+            result.records.append({
+                "model": label, "layer": layer, "modality": modalities[layer],
+                "cka": float(streamed.cka[k, k]),
+                "cka_debiased": float(streamed.cka_debiased[k, k]),
+                "procrustes": streamed.procrustes[layer], "mutual_knn": None,
+                "effective_rank_base": streamed.effective_rank_a[layer],
+                "rank_ratio_base": None,
+                "effective_rank": streamed.effective_rank_b[layer], "rank_ratio": None})
+        result.spectra.setdefault("base", streamed.singular_values_a[names[-1]].tolist())
+        result.spectra[label] = streamed.singular_values_b[names[-1]].tolist()
+        result.cka_matrices[label] = streamed.cka.tolist()

@@ -104,7 +104,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                      limit=args.limit, batch_size=args.batch_size, max_length=args.max_length,
                      device=args.device, cache_dir=args.cache_dir, out=args.out,
                      modality=args.modality, vision_tokens=args.vision_tokens,
-                     weights=not args.no_weights)
+                     weights=not args.no_weights, memory_budget=args.memory_budget)
     print(result.table())
     if result.weights is not None:
         print("\nweight space (tuned checkpoints against the base):\n" + result.weights.table())
@@ -505,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(see 'repspace weights') for tuned checkpoints")
     p.add_argument("--cache-dir", help="where captured stores are cached "
                    "(default: $REPSPACE_CACHE or ~/.cache/repspace)")
+    p.add_argument("--memory-budget", metavar="SIZE", help="memory the metrics may hold, e.g. "
+                   "2GB; larger stores are streamed as 'repspace metrics' does, without mutual "
+                   "k-NN, rank ratio and displacement (default: half the physical memory)")
     _common_capture_args(p)
 
     p = add("metrics", "Exact metrics of two feature stores, streamed in bounded memory.",

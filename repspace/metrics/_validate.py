@@ -70,12 +70,19 @@ def centered(X: np.ndarray, name: str, metric: str) -> np.ndarray:
 
     "Nothing left" allows for the rounding error of the means: |Xc| <= n * eps * max |X|.
     """
-    Xc = X - X.mean(axis=0)
-    if np.abs(Xc).max() <= X.shape[0] * np.finfo(np.float64).eps * np.abs(X).max():
+    return centre_in_place(X.copy(), name, metric)
+
+
+def centre_in_place(X: np.ndarray, name: str, metric: str) -> np.ndarray:
+    """:func:`centered` without the copy: X (which the caller owns) is centred in place and
+    returned."""
+    largest = max_abs(X)
+    X -= X.mean(axis=0)
+    if max_abs(X) <= X.shape[0] * np.finfo(np.float64).eps * largest:
         raise InputError(
             f"{name} is constant (zero variance after centering): {metric} is undefined"
         )
-    return Xc
+    return X
 
 
 def check_layers(
@@ -92,8 +99,14 @@ def check_layers(
 
 def unit_norm(A: np.ndarray) -> np.ndarray:
     """A / ||A||_F for a non-zero A, without overflow or underflow for extreme scales."""
-    A = A / np.abs(A).max()
-    return A / np.linalg.norm(A)
+    A = A / max_abs(A)
+    A /= np.linalg.norm(A)
+    return A
+
+
+def max_abs(A: np.ndarray) -> float:
+    """max |A| without an |A|-sized temporary."""
+    return max(float(A.max()), -float(A.min()))
 
 
 def check_fraction(value: float, name: str) -> float:

@@ -3,7 +3,10 @@
 Linear CKA (biased and debiased), singular spectra, effective rank and the orthogonal
 Procrustes distance depend on the data only through a few sums that can be accumulated chunk
 by chunk in float64, so they are computed exactly (up to rounding) in memory that does not
-grow with the number of samples n. Two accumulators cover the two shapes of data:
+grow with the number of samples n. The sums' large products run in float32 by default
+(``precision="float32"``, summed in float64: CKA within about 1e-7 of the exact value;
+:mod:`repspace.metrics._backend`) or in float64 (``precision="float64"``, exact). Two
+accumulators cover the two shapes of data:
 
 - :class:`CovarianceMoments` (n >= d, the usual case): fed chunks of rows. Per layer it keeps
   the column sums s and X^T X (d x d), and X_cat^T Y_cat for every pair of an X layer and a Y
@@ -18,6 +21,11 @@ Centring in one pass. Rows are shifted by a per-layer vector c (the mean of the 
 before anything is summed; the centred moments then follow exactly from the shifted ones, e.g.
 Xc^T Yc = X^T Y - s_x s_y^T / n, while the shift keeps the cancellation in that subtraction
 small when the features have large means (the "shifted data" algorithm for variances).
+Within a chunk, each block of rows is moreover centred on its own means d before its products
+are formed (in ``precision``), and the float64 rank-one terms b d_x d_y^T (b rows) restore the
+shifted moments: the float32 products only ever see centred data, even where the first chunk
+is unrepresentative. (The debiased estimator's row-norm terms below use the shifted rows and
+lose digits, in either precision, when the first chunk lies many spreads from the mean.)
 
 Debiased HSIC from moments. For centred features the unbiased estimator of Song et al. 2012
 reduces to (see :mod:`repspace.metrics.cka`)
@@ -71,9 +79,10 @@ class _Moments:
     """Finalisers shared by the two accumulators; subclasses provide the moments."""
 
     def __init__(self, n_x: int, n_y: int, device: _backend.Device,
-                 names: tuple[Sequence[str], Sequence[str]] | None) -> None:
+                 names: tuple[Sequence[str], Sequence[str]] | None, precision: str) -> None:
         if n_x < 1 or n_y < 1:
             raise InputError("at least one X layer and one Y layer are needed.")
+        self.precision = _backend.check_precision(precision)
         self.device = _backend.compute_device(device)
         self.names = {
             "x": list(names[0]) if names else [f"Xs[{i}]" for i in range(n_x)],
@@ -187,6 +196,11 @@ class CovarianceMoments(_Moments):
         Where the chunk products run (see :mod:`repspace.metrics._backend`).
     names : (X names, Y names), optional
         Layer names used in error messages.
+    precision : {"float32", "float64"}
+        ``"float32"`` (default): the X^T Y products of the centred rows run in float32 over
+        blocks of rows and are summed in float64 (about 1e-7 from the float64 values in CKA);
+        ``"float64"``: every product in float64, exact to rounding (see
+        :mod:`repspace.metrics._backend`).
 
     Examples
     --------
@@ -198,8 +212,9 @@ class CovarianceMoments(_Moments):
 
     def __init__(self, dims_x: Sequence[int], dims_y: Sequence[int], *,
                  device: _backend.Device = "auto",
-                 names: tuple[Sequence[str], Sequence[str]] | None = None) -> None:
-        super().__init__(len(dims_x), len(dims_y), device, names)
+                 names: tuple[Sequence[str], Sequence[str]] | None = None,
+                 precision: _backend.Precision = "float32") -> None:
+        super().__init__(len(dims_x), len(dims_y), device, names, precision)
         self.dims = {"x": [int(d) for d in dims_x], "y": [int(d) for d in dims_y]}
         dev, total = self.device, {s: sum(self.dims[s]) for s in ("x", "y")}
         n_layers = len(dims_x) + len(dims_y)
@@ -210,42 +225,73 @@ class CovarianceMoments(_Moments):
         # Row norms w = [a_1 .. a_Lx, b_1 .. b_Ly] of every chunk: W^T W and X^T W, Y^T W.
         self._ww = _backend.zeros((n_layers, n_layers), dev)
         self._xw = {s: _backend.zeros((total[s], n_layers), dev) for s in ("x", "y")}
+        self._host: dict[str, Any] | None = None
 
-    def update(self, xs: Sequence[ArrayLike], ys: Sequence[ArrayLike]) -> None:
-        """Add one chunk: the same rows (samples) of every X layer and every Y layer."""
-        raw = {"x": self._chunk(xs, "x"), "y": self._chunk(ys, "y")}
+    def update(self, xs: Sequence[ArrayLike], ys: Sequence[ArrayLike], *,
+               copy: bool = True) -> None:
+        """Add one chunk: the same rows (samples) of every X layer and every Y layer. With
+        ``copy=False``, float64 layers already on the device are shifted in place (they
+        change) instead of being copied first."""
+        raw = {"x": self._chunk(xs, "x", copy), "y": self._chunk(ys, "y", copy)}
         rows = {len(c) for side in raw.values() for c in side}
         if len(rows) != 1:
             raise InputError(f"every layer of a chunk must have the same rows, got {sorted(rows)}.")
         shift = self._shift or {s: [A.mean(0) for A in raw[s]] for s in raw}
         for s in raw:
             for A, c in zip(raw[s], shift[s], strict=True):
-                A -= c  # in place: _chunk made copies
-        chunks = raw
+                A -= c  # in place: _chunk made copies, or the caller allowed it
         xp = _backend.namespace(self.device)
-        w = xp.stack([xp.einsum("ij,ij->i", c, c) for s in ("x", "y") for c in chunks[s]], 1)
+        w = xp.stack([xp.einsum("ij,ij->i", c, c) for s in ("x", "y") for c in raw[s]], 1)
         if not np.isfinite(float(_backend.to_numpy(w.sum()))):
             raise InputError("a chunk holds NaN or infinite values.")
         self._shift = shift
-        cat = {s: chunks[s][0] if len(chunks[s]) == 1 else xp.hstack(chunks[s]) for s in chunks}
-        for s in ("x", "y"):
-            self._sums[s] += cat[s].sum(0)
-            for k, c in enumerate(chunks[s]):
-                self._self[s][k] += c.T @ c
-            self._xw[s] += cat[s].T @ w
-        self._cross += cat["x"].T @ cat["y"]
-        self._ww += w.T @ w
-        self.n += rows.pop()
+        precision = self.precision
+        if precision == "float32" and not _backend.fits_float32(w):
+            precision = "float64"
+        for block in _backend.row_blocks(rows.pop()):
+            self._add_block({s: [A[block] for A in raw[s]] for s in raw}, w[block], precision)
         self._spectra.clear()
+        self._host = None
 
-    def _chunk(self, layers: Sequence[ArrayLike], side: Side) -> list[Any]:
-        """Copies of the chunk's layers on the device, in float64, after checking their shapes."""
+    def _add_block(self, shifted: dict[Side, list[Any]], w: Any, precision: str) -> None:
+        """Add a block of shifted rows: their products, centred on the block's own means
+        (in ``precision``, summed into float64), plus the float64 rank-one terms that restore
+        the shifted moments, b d_x d_y^T for a block of b rows with means d."""
+        b = w.shape[0]
+        sums = {s: [A.sum(0) for A in shifted[s]] for s in shifted}
+        means = {s: [t / b for t in sums[s]] for s in sums}
+        cross = _backend.product_precision(precision, *(sum(self.dims[s]) for s in shifted))
+        centred = {s: _backend.centred_stack(shifted[s], means[s], cross, self.device)
+                   for s in shifted}
+        with _backend.ieee_float32(self.device):
+            self._cross += centred["x"].T @ centred["y"]
+            for s in ("x", "y"):
+                for k, (cols, d) in enumerate(zip(self._blocks(s), self.dims[s], strict=True)):
+                    own = _backend.product_precision(precision, d, d)
+                    Z = centred[s][:, cols] if own == cross else _backend.centred_stack(
+                        [shifted[s][k]], [means[s][k]], own, self.device)
+                    self._self[s][k] += Z.T @ Z
+        del centred
+        xp = _backend.namespace(self.device)
+        mean = {s: xp.concatenate(means[s]) for s in means}
+        _backend.add_outer(self._cross, mean["x"], mean["y"], b)
+        for s in ("x", "y"):
+            for k, cols in enumerate(self._blocks(s)):
+                _backend.add_outer(self._self[s][k], mean[s][cols], mean[s][cols], b)
+                self._sums[s][cols] += sums[s][k]
+                self._xw[s][cols] += shifted[s][k].T @ w
+        self._ww += w.T @ w
+        self.n += b
+
+    def _chunk(self, layers: Sequence[ArrayLike], side: Side, copy: bool) -> list[Any]:
+        """The chunk's layers on the device, in float64 (copies with ``copy``), after checking
+        their shapes."""
         dims = self.dims[side]
         if len(layers) != len(dims):
             raise InputError(f"expected {len(dims)} {side.upper()} layers, got {len(layers)}.")
         out = []
         for k, (L, d) in enumerate(zip(layers, dims, strict=True)):
-            A = _backend.asarray(L, self.device, copy=True)
+            A = _backend.asarray(L, self.device, copy=copy)
             if A.ndim != 2 or A.shape[1] != d or A.shape[0] == 0:
                 raise InputError(f"{self.names[side][k]}: chunk of shape {tuple(A.shape)}, "
                                  f"expected (rows > 0, {d}).")
@@ -257,7 +303,13 @@ class CovarianceMoments(_Moments):
         return [slice(a, b) for a, b in itertools.pairwise(starts)]
 
     def _numpy(self) -> dict[str, Any]:
-        """The accumulated moments as numpy arrays, split per layer."""
+        """The accumulated moments as numpy arrays, split per layer (copied off the device
+        once after each update)."""
+        if self._host is None:
+            self._host = self._to_host()
+        return self._host
+
+    def _to_host(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ww": _backend.to_numpy(self._ww),
                                "cross": _backend.to_numpy(self._cross)}
         for s in ("x", "y"):
@@ -288,12 +340,12 @@ class CovarianceMoments(_Moments):
         mom, n = self._numpy(), self.n
         lx, ly = len(self.dims["x"]), len(self.dims["y"])
         cx, cy = self._blocks("x"), self._blocks("y")
-        cross_c = mom["cross"] - np.outer(_backend.to_numpy(self._sums["x"]),
-                                          _backend.to_numpy(self._sums["y"])) / n
-        pairs = np.add.reduceat(np.add.reduceat(cross_c**2, [b.start for b in cx], axis=0),
-                                [b.start for b in cy], axis=1)
-        selfs = {s: np.array([np.sum(self._centred_self(m) ** 2) for m in mom[s]])
-                 for s in ("x", "y")}
+        scratch = np.empty(max(self.dims["x"] + self.dims["y"]) ** 2)
+        pairs = np.array([[_centred_sum_squares(mom["cross"][cx[i], cy[j]], mom["x"][i]["sum"],
+                                                mom["y"][j]["sum"], n, scratch)
+                           for j in range(ly)] for i in range(lx)])
+        selfs = {s: np.array([_centred_sum_squares(m["self"], m["sum"], m["sum"], n, scratch)
+                              for m in mom[s]]) for s in ("x", "y")}
         if not debiased:
             return pairs, selfs["x"], selfs["y"]
         # Layer u of side s is column offset[s] + u of W (the row-norm matrix).
@@ -306,7 +358,8 @@ class CovarianceMoments(_Moments):
             m_u, m_v = mean_u @ mean_u, mean_v @ mean_v
             sum_a_u, sum_a_v = np.trace(mu["self"]), np.trace(mv["self"])
             return (mom["ww"][au, av] - 2 * mean_v @ mv["xw"][:, au]
-                    - 2 * mean_u @ mu["xw"][:, av] + 4 * mean_u @ raw_cross @ mean_v
+                    - 2 * mean_u @ mu["xw"][:, av]
+                    + 4 * np.einsum("i,ij,j->", mean_u, raw_cross, mean_v)
                     + m_v * sum_a_u + m_u * sum_a_v - 3 * n * m_u * m_v)
 
         def trace_c(m: dict[str, Any]) -> float:
@@ -347,13 +400,15 @@ class GramMoments(_Moments):
         Number of samples; every block holds all n rows.
     n_x, n_y : int
         Number of X layers and of Y layers.
-    device, names
-        As for :class:`CovarianceMoments`.
+    device, names, precision
+        As for :class:`CovarianceMoments`; with ``"float32"`` the Gram products of the centred
+        block run in float32 over blocks of columns and are summed in float64.
     """
 
     def __init__(self, n: int, n_x: int, n_y: int, *, device: _backend.Device = "auto",
-                 names: tuple[Sequence[str], Sequence[str]] | None = None) -> None:
-        super().__init__(n_x, n_y, device, names)
+                 names: tuple[Sequence[str], Sequence[str]] | None = None,
+                 precision: _backend.Precision = "float32") -> None:
+        super().__init__(n_x, n_y, device, names, precision)
         self.n = int(n)
         self._gram = {s: [_backend.zeros((self.n, self.n), self.device) for _ in range(k)]
                       for s, k in (("x", n_x), ("y", n_y))}
@@ -371,7 +426,14 @@ class GramMoments(_Moments):
         if not np.isfinite(raw):
             raise InputError(f"{self.names[side][index]} contains NaN or infinite values.")
         A = A - A.mean(0)
-        self._gram[side][index] += A @ A.T
+        precision = _backend.product_precision(self.precision, self.n, self.n)
+        if precision == "float32" and not _backend.fits_float32((A * A).sum()):
+            precision = "float64"
+        zero = _backend.zeros((1,), self.device)
+        with _backend.ieee_float32(self.device):
+            for cols in _backend.row_blocks(A.shape[1]):
+                Z = _backend.centred_stack([A[:, cols]], [zero], precision, self.device)
+                self._gram[side][index] += Z @ Z.T
         self._raw[side][index] += raw
         self._width[side][index] += A.shape[1]
         self._factors.pop((side, index), None)
@@ -407,17 +469,31 @@ class GramMoments(_Moments):
         return float(np.linalg.svd(C, compute_uv=False).sum())
 
 
+def _centred_sum_squares(M: np.ndarray, a: np.ndarray, b: np.ndarray, n: int,
+                         scratch: np.ndarray) -> float:
+    """||M - a b^T / n||_F^2, the centred matrix formed in ``scratch`` (no allocation, and
+    no multithreaded BLAS call per block, which stalls on a busy machine)."""
+    C = scratch[:M.size].reshape(M.shape)
+    np.multiply.outer(a, b / n, out=C)
+    np.subtract(M, C, out=C)
+    return float(np.einsum("ij,ij->", C, C))
+
+
 def moments_of(Xs: Sequence[np.ndarray], Ys: Sequence[np.ndarray], *,
-               device: _backend.Device = "auto") -> CovarianceMoments | GramMoments:
+               device: _backend.Device = "auto", precision: _backend.Precision = "float32",
+               copy: bool = True) -> CovarianceMoments | GramMoments:
     """Moments of in-memory layers (validated float64 arrays sharing n rows), by the cheaper
-    path: covariance products or Gram matrices (the cost model of ``cka_matrix``)."""
+    path: covariance products or Gram matrices (the cost model of ``cka_matrix``), with the
+    products in ``precision`` (see :mod:`repspace.metrics._backend`). With ``copy=False`` the
+    layers may be changed in place (for callers that own them)."""
     n = Xs[0].shape[0]
     if feature_path_cheaper(n, [M.shape[1] for M in Xs], [M.shape[1] for M in Ys]):
         acc: CovarianceMoments | GramMoments = CovarianceMoments(
-            [M.shape[1] for M in Xs], [M.shape[1] for M in Ys], device=device)
-        acc.update(Xs, Ys)
+            [M.shape[1] for M in Xs], [M.shape[1] for M in Ys], device=device,
+            precision=precision)
+        acc.update(Xs, Ys, copy=copy)
         return acc
-    acc = GramMoments(n, len(Xs), len(Ys), device=device)
+    acc = GramMoments(n, len(Xs), len(Ys), device=device, precision=precision)
     for side, mats in (("x", Xs), ("y", Ys)):
         for k, M in enumerate(mats):
             acc.update(side, k, M)  # type: ignore[arg-type]
@@ -425,8 +501,8 @@ def moments_of(Xs: Sequence[np.ndarray], Ys: Sequence[np.ndarray], *,
 
 
 def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch_size: int, *,
-                         seed: int | None = None,
-                         device: _backend.Device = "auto") -> np.ndarray:
+                         seed: int | None = None, device: _backend.Device = "auto",
+                         precision: _backend.Precision = "float32") -> np.ndarray:
     """Minibatch linear CKA (Nguyen et al. 2021) between every X layer and every Y layer.
 
     The n samples are split into k = n // batch_size consecutive minibatches of near-equal size
@@ -459,6 +535,9 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
         Shuffle the samples with this seed before batching (batches should be random samples).
     device : None, "auto" or a torch device
         Where the per-batch products run.
+    precision : {"float32", "float64"}
+        ``"float32"`` (default): per-batch products of the centred rows in float32, summed in
+        float64 (about 1e-7 from the float64 value); ``"float64"``: exact to rounding.
 
     Returns
     -------
@@ -477,7 +556,8 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
     order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
     totals = None
     for rows in np.array_split(order, n // batch_size):
-        acc = moments_of([M[rows] for M in xs], [M[rows] for M in ys], device=device)
+        acc = moments_of([M[rows] for M in xs], [M[rows] for M in ys], device=device,
+                         precision=precision, copy=False)  # the batches are copies
         batch = acc.hsic(debiased=True)
         totals = batch if totals is None else tuple(a + b for a, b in zip(totals, batch,
                                                                            strict=True))
@@ -490,7 +570,8 @@ def minibatch_cka_matrix(Xs: Sequence[ArrayLike], Ys: Sequence[ArrayLike], batch
 
 
 def minibatch_cka(X: ArrayLike, Y: ArrayLike, batch_size: int, *, seed: int | None = None,
-                  device: _backend.Device = "auto") -> float:
+                  device: _backend.Device = "auto",
+                  precision: _backend.Precision = "float32") -> float:
     """Minibatch linear CKA of two representations; see :func:`minibatch_cka_matrix`.
 
     Parameters
@@ -498,7 +579,7 @@ def minibatch_cka(X: ArrayLike, Y: ArrayLike, batch_size: int, *, seed: int | No
     X : array-like, shape (n, d_x)
     Y : array-like, shape (n, d_y)
         Rows are samples (same samples, same order).
-    batch_size, seed, device
+    batch_size, seed, device, precision
         As for :func:`minibatch_cka_matrix`.
 
     Returns
@@ -509,4 +590,5 @@ def minibatch_cka(X: ArrayLike, Y: ArrayLike, batch_size: int, *, seed: int | No
     """
     X = as_matrix(X, "X", min_rows=4, why=" for the debiased HSIC estimator")
     Y = as_matrix(Y, "Y", min_rows=4, why=" for the debiased HSIC estimator")
-    return float(minibatch_cka_matrix([X], [Y], batch_size, seed=seed, device=device)[0, 0])
+    return float(minibatch_cka_matrix([X], [Y], batch_size, seed=seed, device=device,
+                                      precision=precision)[0, 0])

@@ -29,8 +29,16 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import pdist, squareform
 
 from repspace.errors import InputError
-from repspace.metrics._backend import Device, compute_device
-from repspace.metrics._validate import as_matrix, centered, check_layers, check_pair, unit_norm
+from repspace.metrics._backend import Device, Precision, check_precision, compute_device
+from repspace.metrics._validate import (
+    as_matrix,
+    centered,
+    centre_in_place,
+    check_layers,
+    check_pair,
+    max_abs,
+    unit_norm,
+)
 from repspace.metrics.accumulators import moments_of
 from repspace.metrics.hsic import center_gram, cka_from_hsic, feature_path_cheaper
 
@@ -147,15 +155,18 @@ def cka_matrix(
     *,
     debiased: bool = False,
     device: Device = "auto",
+    precision: Precision = "float32",
 ) -> np.ndarray:
     """Linear CKA between every layer in ``Xs`` and every layer in ``Ys``.
 
-    Entry (i, j) equals ``linear_cka(Xs[i], Ys[j], debiased=debiased)``. Each layer is centred
-    once, and all pairs come from one batched product: either of the concatenated centred
-    features (||Y_j^T X_i||_F^2 are block sums of the squared cross-covariance), or of the
-    stacked flattened centred Gram matrices, whichever needs fewer operations. The feature path
-    holds a (sum of d_x) x (sum of d_y) matrix in memory, the Gram path (len(Xs) + len(Ys))
-    n x n matrices.
+    Entry (i, j) equals ``linear_cka(Xs[i], Ys[j], debiased=debiased)`` (to about 1e-7 with
+    float32 products, to rounding with ``precision="float64"``). Each layer is centred once,
+    and all pairs come from one batched product: either of the concatenated centred features
+    (||Y_j^T X_i||_F^2 are block sums of the squared cross-covariance), or of the centred Gram
+    matrices (their flattened stacks multiplied in float64), whichever needs fewer operations,
+    through :func:`repspace.metrics.accumulators.moments_of`. The feature path holds a
+    (sum of d_x) x (sum of d_y) matrix in memory, the Gram path (len(Xs) + len(Ys)) n x n
+    matrices.
 
     Reference: Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited".
 
@@ -169,7 +180,12 @@ def cka_matrix(
     device : None, "auto" or a torch device
         ``None``: numpy on the CPU. ``"auto"`` (default): torch on CUDA when a GPU is present,
         else numpy. A torch device (``"cpu"``, ``"cuda"``): the products run there through
-        torch, in float64, via :func:`repspace.metrics.accumulators.moments_of`.
+        torch.
+    precision : {"float32", "float64"}
+        ``"float32"`` (default): the products of the centred features run in float32 (TF32
+        off) over blocks of rows, summed in float64; about 1e-7 from the float64 values, also
+        for features with large means. ``"float64"``: every product in float64, exact to
+        rounding (see :mod:`repspace.metrics._backend`).
 
     Returns
     -------
@@ -182,12 +198,19 @@ def cka_matrix(
     check_pair(xs[0], ys[0], "Xs[0]", "Ys[0]")
     xnames = [f"Xs[{i}]" for i in range(len(xs))]
     ynames = [f"Ys[{j}]" for j in range(len(ys))]
-    xs = [_prepare(M, name) for M, name in zip(xs, xnames, strict=True)]
-    ys = [_prepare(M, name) for M, name in zip(ys, ynames, strict=True)]
-    torch_device = compute_device(device)
-    if torch_device is not None:
-        return moments_of(xs, ys, device=torch_device).cka(debiased)
-    return cka_from_hsic(*_linear_hsic(xs, ys, debiased), xnames, ynames)
+    precision = check_precision(precision)
+    for M, name in zip([*xs, *ys], [*xnames, *ynames], strict=True):
+        _centre_and_scale(M, name)
+    return moments_of(xs, ys, device=compute_device(device), precision=precision,
+                      copy=False).cka(debiased)
+
+
+def _centre_and_scale(X: np.ndarray, name: str) -> None:
+    """Centre the columns of X in place and scale it by a power of two to max |X| in
+    [1/2, 1) (exact, and CKA is scale-invariant; no overflow), raising like :func:`_prepare`
+    for a constant X; for arrays the caller owns (``check_layers`` returns copies)."""
+    centre_in_place(X, name, "CKA")
+    X *= 2.0 ** -np.frexp(max_abs(X))[1]
 
 
 def _prepare(X: np.ndarray, name: str, metric: str = "CKA") -> np.ndarray:

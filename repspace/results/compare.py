@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from repspace.results.base import Result
-from repspace.results.tables import fixed_width, fmt
+from repspace.results.tables import fixed_width, fmt, fmt_bytes
 from repspace.results.weights import ModelInfo, WeightReport
 from repspace.utils.files import csv_text
 
@@ -41,7 +41,10 @@ class CompareResult(Result):
     (:func:`repspace.metrics.displacement`): ``layer``, ``k``, per-sample ``distance`` and
     ``knn_change`` (in sample order), and the ``most`` and ``least`` moved samples (``index``,
     ``id``, ``text``, ``distance``, ``knn_change``), most moved first in ``most``, least first
-    in ``least``.
+    in ``least``. A comparison of stores larger than its memory budget is streamed:
+    ``settings["streamed"]`` is true, ``settings["left_out"]`` names the metrics it leaves out
+    (``None`` in the records, no displacement), and ``settings["memory_budget"]`` and
+    ``settings["memory_in_memory"]`` give the budget and the in-memory estimate in bytes.
     """
 
     base: ModelInfo
@@ -98,7 +101,17 @@ class CompareResult(Result):
         rows = [[*(r.get(c, "text") for c in text), *(fmt(r.get(c)) for c in columns)]
                 for r in self.records]
         table = fixed_width([*text, *columns], rows, text_columns=len(text))
-        return table + (f"\n\n{self.moved_table()}" if self.displacement else "")
+        return (table + (f"\n\n{self.moved_table()}" if self.displacement else "")
+                + (f"\n\n{self.streamed_note()}" if self.settings.get("streamed") else ""))
+
+    def streamed_note(self) -> str:
+        """Why a comparison was streamed and what it left out (empty if it was not)."""
+        if not self.settings.get("streamed"):
+            return ""
+        return (f"streamed: in memory this comparison needs about "
+                f"{fmt_bytes(self.settings['memory_in_memory'])}, more than the memory budget "
+                f"of {fmt_bytes(self.settings['memory_budget'])}; left out (they need all rows "
+                f"at once): {', '.join(self.settings.get('left_out', []))}")
 
     def moved_table(self, width: int = 60) -> str:
         """The most and least moved samples of each model (``displacement``), with their text

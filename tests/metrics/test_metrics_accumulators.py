@@ -69,15 +69,18 @@ def layers(seed: int, n: int, dims_x: list[int], dims_y: list[int]) -> tuple[lis
     return xs, ys
 
 
-def stream_rows(xs: list, ys: list, chunk: int, device: object = None) -> CovarianceMoments:
-    acc = CovarianceMoments([X.shape[1] for X in xs], [Y.shape[1] for Y in ys], device=device)
+def stream_rows(xs: list, ys: list, chunk: int, device: object = None,
+                precision: str = "float64") -> CovarianceMoments:
+    acc = CovarianceMoments([X.shape[1] for X in xs], [Y.shape[1] for Y in ys], device=device,
+                            precision=precision)
     for start in range(0, xs[0].shape[0], chunk):
         acc.update([X[start:start + chunk] for X in xs], [Y[start:start + chunk] for Y in ys])
     return acc
 
 
-def stream_columns(xs: list, ys: list, width: int, device: object = None) -> GramMoments:
-    acc = GramMoments(xs[0].shape[0], len(xs), len(ys), device=device)
+def stream_columns(xs: list, ys: list, width: int, device: object = None,
+                   precision: str = "float64") -> GramMoments:
+    acc = GramMoments(xs[0].shape[0], len(xs), len(ys), device=device, precision=precision)
     for side, mats in (("x", xs), ("y", ys)):
         for k, M in enumerate(mats):
             for start in range(0, M.shape[1], width):
@@ -87,7 +90,7 @@ def stream_columns(xs: list, ys: list, width: int, device: object = None) -> Gra
 
 def assert_matches_in_memory(acc: CovarianceMoments | GramMoments, xs: list, ys: list) -> None:
     for debiased in (False, True):
-        expected = cka_matrix(xs, ys, debiased=debiased, device=None)
+        expected = cka_matrix(xs, ys, debiased=debiased, device=None, precision="float64")
         np.testing.assert_allclose(acc.cka(debiased), expected, rtol=0, atol=TOL)
     for side, mats in (("x", xs), ("y", ys)):
         for k, M in enumerate(mats):
@@ -293,9 +296,10 @@ def in_memory(a: Path, b: Path, names: list[str]) -> dict:
 
 def assert_result_matches(result: object, data: dict, names: list[str]) -> None:
     xs, ys = data["xs"], data["ys"]
-    np.testing.assert_allclose(result.cka, cka_matrix(xs, ys, device=None), atol=TOL)
-    np.testing.assert_allclose(result.cka_debiased, cka_matrix(xs, ys, debiased=True,
-                                                               device=None), atol=TOL)
+    exact = {"device": None, "precision": "float64"}
+    np.testing.assert_allclose(result.cka, cka_matrix(xs, ys, **exact), atol=TOL)
+    np.testing.assert_allclose(result.cka_debiased, cka_matrix(xs, ys, debiased=True, **exact),
+                               atol=TOL)
     for k, name in enumerate(names):
         assert result.procrustes[name] == pytest.approx(procrustes_distance(xs[k], ys[k]),
                                                         abs=TOL)
@@ -310,7 +314,8 @@ def test_stream_metrics_from_stores_equals_in_memory(two_stores: tuple[Path, Pat
                                                      chunk_rows: int) -> None:
     a, b = two_stores
     names = list(LAYER_DIMS)
-    result = stream_metrics(a, b, chunk_rows=chunk_rows, device=None, progress=False)
+    result = stream_metrics(a, b, chunk_rows=chunk_rows, device=None, progress=False,
+                            precision="float64")
     assert result.path == "covariance" and result.n == 250 and result.layers == names
     assert_result_matches(result, in_memory(a, b, names), names)
     json.dumps(result.to_dict())
@@ -323,7 +328,8 @@ def test_stream_metrics_gram_path_from_stores(tmp_path: Path) -> None:
     X = rng.normal(size=(14, 40)) + 3
     a = write_store(tmp_path / "a.h5", ids, {"wide": X}, batch=5)
     b = write_store(tmp_path / "b.h5", ids, {"wide": X + rng.normal(size=(14, 40))}, batch=5)
-    result = stream_metrics(a, b, chunk_rows=9, device=None, progress=False)  # 26-column blocks
+    result = stream_metrics(a, b, chunk_rows=9, device=None, progress=False,
+                            precision="float64")  # 26-column blocks
     assert result.path == "gram"
     assert_result_matches(result, in_memory(a, b, ["wide"]), ["wide"])
 

@@ -106,18 +106,20 @@ def test_cka_matrix_equals_pairwise_loop(n, dx, dy, debiased):
     rng = np.random.default_rng(2)
     Xs = [rng.normal(size=(n, d)) for d in (dx, dy, 3)]
     Ys = [Xs[0] @ rng.normal(size=(dx, dy)) + rng.normal(size=(n, dy)), rng.normal(size=(n, dx))]
-    result = cka_matrix(Xs, Ys, debiased=debiased)
+    result = cka_matrix(Xs, Ys, debiased=debiased, precision="float64")
     loop = [[linear_cka(X, Y, debiased=debiased) for Y in Ys] for X in Xs]
     assert result.shape == (3, 2)
     np.testing.assert_allclose(result, loop, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(cka_matrix(Xs, Ys, debiased=debiased), loop, rtol=0, atol=1e-6)
 
 
 def test_cka_matrix_of_a_list_with_itself_is_symmetric_with_unit_diagonal():
     rng = np.random.default_rng(3)
     layers = np.stack([rng.normal(size=(20, 8)) for _ in range(4)])
-    result = cka_matrix(layers, layers)
+    result = cka_matrix(layers, layers, precision="float64")
     np.testing.assert_allclose(np.diag(result), 1.0, atol=1e-12)
     np.testing.assert_allclose(result, result.T, atol=1e-12)
+    np.testing.assert_allclose(cka_matrix(layers, layers), result, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("debiased", [False, True])
@@ -227,4 +229,5 @@ def test_cka_matrix_equals_the_peer_library_ckatorch(debiased):
     ys = [xs[0] @ rng.normal(size=(5, 7)) + rng.normal(size=(60, 7)), rng.normal(size=(60, 30))]
     expected = [[float(ckatorch.cka_base(torch.from_numpy(X), torch.from_numpy(Y),
                                          unbiased=debiased)) for Y in ys] for X in xs]
-    np.testing.assert_allclose(cka_matrix(xs, ys, debiased=debiased), expected, atol=1e-10)
+    np.testing.assert_allclose(cka_matrix(xs, ys, debiased=debiased, precision="float64"),
+                               expected, atol=1e-10)

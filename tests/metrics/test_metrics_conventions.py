@@ -107,7 +107,7 @@ def test_minibatch_cka_near_equal_batches_against_a_data_loader_last_batch():
     near_equal = np.array_split(np.arange(n), n // batch)
     loader = [np.arange(start, min(start + batch, n)) for start in range(0, n, batch)]
     assert [len(b) for b in loader] == [256, 256, 256, 256, 6]
-    value = minibatch_cka(X, Y, batch, device=None)
+    value = minibatch_cka(X, Y, batch, device=None, precision="float64")
     assert value == pytest.approx(minibatch_reference(X, Y, near_equal), abs=1e-10)
     assert value == pytest.approx(0.3947, abs=1e-4)
     assert minibatch_reference(X, Y, loader) == pytest.approx(0.4151, abs=1e-4)

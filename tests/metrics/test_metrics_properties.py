@@ -48,12 +48,12 @@ def streamed(X: np.ndarray, Y: np.ndarray, chunk: int) -> CovarianceMoments | Gr
     """Row chunks (covariance path) when n >= d, column blocks (Gram path) otherwise."""
     n, d = X.shape[0], max(X.shape[1], Y.shape[1])
     if n >= d:
-        acc: CovarianceMoments | GramMoments = CovarianceMoments([X.shape[1]], [Y.shape[1]],
-                                                                 device=None)
+        acc: CovarianceMoments | GramMoments = CovarianceMoments(
+            [X.shape[1]], [Y.shape[1]], device=None, precision="float64")
         for start in range(0, n, chunk):
             acc.update([X[start:start + chunk]], [Y[start:start + chunk]])
         return acc
-    acc = GramMoments(n, 1, 1, device=None)
+    acc = GramMoments(n, 1, 1, device=None, precision="float64")
     for side, M in (("x", X), ("y", Y)):
         for start in range(0, M.shape[1], chunk):
             acc.update(side, 0, M[:, start:start + chunk])
@@ -99,7 +99,8 @@ def test_streaming_equals_in_memory(data: tuple, chunk: int) -> None:
     acc = streamed(X, Y, chunk)
     for debiased in (False, True):
         assert acc.cka(debiased)[0, 0] == pytest.approx(
-            cka_matrix([X], [Y], debiased=debiased, device=None)[0, 0], abs=1e-9)
+            cka_matrix([X], [Y], debiased=debiased, device=None, precision="float64")[0, 0],
+            abs=1e-9)
     assert acc.procrustes(0, 0) == pytest.approx(procrustes_distance(X, Y), abs=1e-6)
     s = singular_values(Y)
     np.testing.assert_allclose(acc.singular_values("y", 0), s, rtol=0, atol=1e-6 * s[0])
