@@ -132,7 +132,8 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     device = None if args.device == "numpy" else args.device
     result = stream_metrics(args.store_a, args.store_b,
                             layers=args.layers.split(",") if args.layers else None,
-                            chunk_rows=args.chunk_rows, device=device)
+                            chunk_rows=args.chunk_rows, device=device,
+                            precision=args.precision)
     print(result.table())
     if args.out:
         paths = result.save(args.out)
@@ -510,8 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "k-NN, rank ratio and displacement (default: half the physical memory)")
     _common_capture_args(p)
 
-    p = add("metrics", "Exact metrics of two feature stores, streamed in bounded memory.",
-            _cmd_metrics)
+    p = add("metrics", "Metrics of two feature stores, streamed in bounded memory (exact sums; "
+            "float32 products unless --precision float64).", _cmd_metrics)
     p.add_argument("store_a", help="feature store (.h5), e.g. of the base model")
     p.add_argument("store_b", help="feature store (.h5) of the same probe, e.g. a tuned model")
     p.add_argument("--layers", help="comma-separated layer names (default: store A's layers)")
@@ -519,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows read at a time (default 4096)")
     p.add_argument("--device", default="auto", help="where the products run: auto (CUDA when "
                    "present), cpu, cuda, or numpy (default: auto)")
+    p.add_argument("--precision", default="float32", choices=("float32", "float64"),
+                   help="float32: products in float32 blocks accumulated in float64 (CKA within "
+                   "1e-6, fast); float64: every product in float64 (exact spectra tails)")
     p.add_argument("--out", help="output folder for stream_metrics.json and stream_metrics.csv")
 
     p = add("cache", "List or remove the feature stores that 'repspace compare' caches.",
