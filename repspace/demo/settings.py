@@ -35,8 +35,9 @@ def _arms(rates: dict[str, float], stage1_lr: float) -> tuple[Arm, ...]:
     return tuple(arms)
 
 
-#: Encoder arms. Rates from a sweep on the eval set at the default budget (docs/study.md):
-#: each is the rate with the best final accuracy among {0.5, 1, 2, 4} x the trainer's default.
+#: Encoder arms. Rates for the short CPU budget (a few tens of steps: 2-8x the trainer's
+#: defaults, which suit longer runs); ``scripts/sweep_study.py`` sweeps them on held-out
+#: examples the study never scores (docs/study.md).
 ENCODER_ARMS = _arms({"linear-probe": 1e-2, "full": 1e-4, "lora": 4e-3, "adapter": 4e-3,
                       "prefix": 4e-2}, stage1_lr=4e-2)
 #: Decoder arms (SmolLM2-135M): no linear probe (the task is generation through the LM head).
