@@ -1,10 +1,12 @@
 """Helpers for tests, notebooks and examples: tiny random models built offline."""
 
 from repspace.testing.tiny_vlm import (
+    build_tiny_blip2,
     build_tiny_llava,
     build_tiny_llava_next,
     build_tiny_qwen2vl,
     tiny_tokenizer,
 )
 
-__all__ = ["build_tiny_llava", "build_tiny_llava_next", "build_tiny_qwen2vl", "tiny_tokenizer"]
+__all__ = ["build_tiny_blip2", "build_tiny_llava", "build_tiny_llava_next", "build_tiny_qwen2vl",
+           "tiny_tokenizer"]

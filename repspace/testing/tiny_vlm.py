@@ -1,6 +1,7 @@
 """Tiny random vision-language models with working processors, built offline.
 
-:func:`build_tiny_llava`, :func:`build_tiny_llava_next` and :func:`build_tiny_qwen2vl` write a
+:func:`build_tiny_llava`, :func:`build_tiny_llava_next`, :func:`build_tiny_qwen2vl` and
+:func:`build_tiny_blip2` (BLIP-2 and InstructBLIP, with OPT or T5) write a
 ``transformers`` model folder
 (weights, config, tokenizer, image processor, chat template) that ``repspace.load_model`` and
 ``transformers.AutoProcessor`` read like a real checkpoint. Nothing is downloaded: the tokenizer
@@ -13,6 +14,7 @@ random and small enough that a forward on a few images takes milliseconds on a C
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -191,6 +193,75 @@ def build_tiny_qwen2vl(out: str | Path, *, seed: int = 0, image_size: int = 56,
     image_processor = transformers.Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels)
     processor = processor_class(processor_base)(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2VL_CHAT_TEMPLATE)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def _blip_parts(tokenizer: transformers.PreTrainedTokenizerFast, llm: str, image_size: int,
+                patch_size: int) -> tuple[dict[str, Any], Any]:
+    """Vision, Q-Former and language-model configs of a tiny BLIP-2 / InstructBLIP, and its
+    image processor."""
+    if llm not in ("opt", "t5"):
+        raise ValueError(f"llm must be 'opt' or 't5', got {llm!r}")
+    roles = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+             "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)}
+    if llm == "opt":
+        text = transformers.OPTConfig(
+            hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+            word_embed_proj_dim=32, max_position_embeddings=512, **roles)
+    else:  # Flan-T5's layout: gated-GELU feed-forward, untied head
+        text = transformers.T5Config(
+            d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+            decoder_start_token_id=tokenizer.pad_token_id, **roles)
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": image_size, "patch_size": patch_size}
+    qformer = {"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 2,
+               "num_attention_heads": 2, "intermediate_size": 64, "cross_attention_frequency": 1,
+               "pad_token_id": tokenizer.pad_token_id}
+    image_processor = transformers.BlipImageProcessorPil(
+        size={"height": image_size, "width": image_size})
+    return {"vision_config": vision, "qformer_config": qformer,
+            "text_config": text.to_dict()}, image_processor
+
+
+def build_tiny_blip2(out: str | Path, *, llm: str = "opt", seed: int = 0, image_size: int = 32,
+                     patch_size: int = 8, query_tokens: int = 4,
+                     instruct: bool = False) -> Path:
+    """Write a tiny random BLIP-2 (``Blip2ForConditionalGeneration``) or, with ``instruct``,
+    InstructBLIP (``InstructBlipForConditionalGeneration``) with its processor to ``out``.
+
+    The vision tower is a 2-layer BLIP ViT (hidden 32; ``(image_size / patch_size)**2`` patches
+    plus a CLS token at position 0); the Q-Former (2 layers, hidden 32, cross-attention in every
+    layer) turns them into ``query_tokens`` query outputs, which ``language_projection`` maps
+    into the language model: a 2-layer OPT (``llm="opt"``, a decoder) or a 2 + 2-layer T5 in
+    Flan-T5's layout (``llm="t5"``, an encoder-decoder; the image tokens enter its encoder).
+    The processor puts ``query_tokens`` ``<image>`` tokens in front of every text (the model
+    replaces them by the projected query outputs); InstructBLIP's processor also tokenises the
+    text for the Q-Former (``qformer_input_ids``), whose queries then attend to it. Returns
+    ``out``.
+    """
+    out = Path(out)
+    tokenizer = tiny_tokenizer(["<image>"], bos_token="<s>", eos_token="</s>",
+                               pad_token="<pad>", unk_token="<unk>")
+    configs, image_processor = _blip_parts(tokenizer, llm, image_size, patch_size)
+    common = {"num_query_tokens": query_tokens,
+              "image_token_index": tokenizer.convert_tokens_to_ids("<image>")}
+    torch.manual_seed(seed)
+    if instruct:
+        config = transformers.InstructBlipConfig(**configs, **common)
+        model = transformers.InstructBlipForConditionalGeneration(config).eval()
+        processor = transformers.InstructBlipProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=tokenizer,
+            num_query_tokens=query_tokens)
+    else:
+        config = transformers.Blip2Config(**configs, **common)
+        model = transformers.Blip2ForConditionalGeneration(config).eval()
+        processor = transformers.Blip2Processor(image_processor=image_processor,
+                                                tokenizer=tokenizer, num_query_tokens=query_tokens)
+    with torch.no_grad():  # BLIP-2 starts its query tokens at zero: give them distinct values
+        model.query_tokens.normal_(0, 0.5)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
