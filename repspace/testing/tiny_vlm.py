@@ -265,3 +265,46 @@ def build_tiny_blip2(out: str | Path, *, llm: str = "opt", seed: int = 0, image_
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_llava_onevision(out: str | Path, *, seed: int = 0, image_size: int = 32,
+                               patch_size: int = 8) -> Path:
+    """Write a tiny random ``LlavaOnevisionForConditionalGeneration`` with its processor to
+    ``out``.
+
+    A 2-layer SigLIP tower (hidden 32, no CLS token; ``vision_feature_select_strategy="full"``
+    keeps every patch) and a 2-layer Qwen2 (hidden 32). Images are processed "anyres" as in
+    LLaVA-NeXT (grid pinpoints up to 2 x 2 tiles of ``image_size``): a 64 x 64 image becomes 5
+    crops of ``(image_size / patch_size)**2`` patches, and the language model gets the resized
+    whole's 16 tokens plus the 2 x 2 tiles' 64 tokens with one ``image_newline`` per row of
+    patches (8): 88 image tokens. Returns ``out``.
+    """
+    out = Path(out)
+    tokenizer = tiny_tokenizer(["<image>", "<video>"], eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
+    ids = dict(zip(("<image>", "<video>"),
+                   tokenizer.convert_tokens_to_ids(["<image>", "<video>"]), strict=True))
+    pinpoints = [[image_size * h, image_size * w] for h in (1, 2) for w in (1, 2)]
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size)
+    text = transformers.Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = transformers.LlavaOnevisionConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(),
+        image_token_index=ids["<image>"], video_token_index=ids["<video>"],
+        image_grid_pinpoints=pinpoints, vision_feature_layer=-1,
+        vision_feature_select_strategy="full")
+    torch.manual_seed(seed)
+    model = transformers.LlavaOnevisionForConditionalGeneration(config).eval()
+    image_processor = transformers.LlavaOnevisionImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_grid_pinpoints=pinpoints)
+    processor = processor_class(transformers.LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer,
+        num_image_tokens=(image_size // patch_size) ** 2, vision_feature_select_strategy="full",
+        chat_template=QWEN2VL_CHAT_TEMPLATE, image_token="<image>", video_token="<video>")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
