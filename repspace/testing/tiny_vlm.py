@@ -308,3 +308,47 @@ def build_tiny_llava_onevision(out: str | Path, *, seed: int = 0, image_size: in
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_idefics3(out: str | Path, *, seed: int = 0, image_size: int = 32,
+                        patch_size: int = 8) -> Path:
+    """Write a tiny random ``Idefics3ForConditionalGeneration`` (the architecture of SmolVLM)
+    with its processor to ``out``.
+
+    A 2-layer SigLIP-style tower (hidden 32, no CLS token) on ``image_size`` crops, a connector
+    that shuffles 2 x 2 patches into one token (``scale_factor=2``) and projects them, and a
+    2-layer Llama (hidden 32). The processor resizes an image to a longest edge of
+    ``2 * image_size``, cuts it into tiles of ``image_size`` and adds the resized whole: a
+    64 x 64 image is 5 crops of ``(image_size / patch_size)**2`` patches and
+    ``5 * (image_size / patch_size / 2)**2`` ``<image>`` tokens (20), each crop's framed by
+    ``<fake_token_around_image>`` and a ``<row_i_col_j>`` or ``<global-img>`` marker. Returns
+    ``out``.
+    """
+    out = Path(out)
+    special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>",
+               *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
+    tokenizer = tiny_tokenizer(special, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
+                               pad_token="<|endoftext|>", unk_token="<unk>")
+    vision = transformers.Idefics3VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size)
+    text = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    config = transformers.Idefics3Config(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = transformers.Idefics3ForConditionalGeneration(config).eval()
+    image_processor = transformers.Idefics3ImageProcessorPil(
+        size={"longest_edge": 2 * image_size}, max_image_size={"longest_edge": image_size},
+        do_image_splitting=True)
+    processor = transformers.Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer,
+        image_seq_len=(image_size // patch_size // 2) ** 2)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
