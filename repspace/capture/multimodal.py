@@ -83,8 +83,9 @@ def encode_image_text(processor: Any, texts: Sequence[str], images: Sequence[Any
     :func:`~repspace.models.processors.image_prompt`)."""
     prompts = [image_prompt(processor, text)
                for text in _clip_texts(processor.tokenizer, texts, max_length)]
-    batch = processor(images=list(images), text=prompts, padding=True, padding_side="right",
-                      return_tensors="pt")
+    # one list of images per text: Gemma 3's processor needs it, the others accept it
+    batch = processor(images=[[image] for image in images], text=prompts, padding=True,
+                      padding_side="right", return_tensors="pt")
     return {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 

@@ -2,6 +2,7 @@
 
 from repspace.testing.tiny_vlm import (
     build_tiny_blip2,
+    build_tiny_gemma3,
     build_tiny_idefics3,
     build_tiny_llava,
     build_tiny_llava_next,
@@ -10,5 +11,6 @@ from repspace.testing.tiny_vlm import (
     tiny_tokenizer,
 )
 
-__all__ = ["build_tiny_blip2", "build_tiny_idefics3", "build_tiny_llava", "build_tiny_llava_next",
-           "build_tiny_llava_onevision", "build_tiny_qwen2vl", "tiny_tokenizer"]
+__all__ = ["build_tiny_blip2", "build_tiny_gemma3", "build_tiny_idefics3", "build_tiny_llava",
+           "build_tiny_llava_next", "build_tiny_llava_onevision", "build_tiny_qwen2vl",
+           "tiny_tokenizer"]

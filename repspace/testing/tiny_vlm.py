@@ -352,3 +352,46 @@ def build_tiny_idefics3(out: str | Path, *, seed: int = 0, image_size: int = 32,
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_gemma3(out: str | Path, *, seed: int = 0, image_size: int = 32,
+                      patch_size: int = 8, image_tokens: int = 4) -> Path:
+    """Write a tiny random ``Gemma3ForConditionalGeneration`` (Gemma 3 image-text) with its
+    processor to ``out``.
+
+    A 2-layer SigLIP tower (hidden 32, no CLS token) on ``image_size`` images; the projector
+    average-pools the ``(image_size / patch_size)**2`` patches to ``image_tokens`` tokens and
+    projects them into a 2-layer Gemma 3 text model (hidden 32, sliding-window and global
+    layers). The placeholder ``<start_of_image>`` becomes ``\\n\\n<start_of_image>`` +
+    ``image_tokens`` ``<image_soft_token>`` + ``<end_of_image>\\n\\n``; the processor's
+    ``token_type_ids`` mark the soft tokens, which attend to each other both ways. Returns
+    ``out``.
+    """
+    out = Path(out)
+    special = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tokenizer = tiny_tokenizer(special, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                               unk_token="<unk>", extra_special_tokens={
+                                   "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                   "image_token": "<image_soft_token>"})
+    ids = dict(zip(special, tokenizer.convert_tokens_to_ids(special), strict=True))
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size)
+    text = transformers.Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+        sliding_window=16, max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = transformers.Gemma3Config(
+        vision_config=vision.to_dict(), text_config=text.to_dict(),
+        mm_tokens_per_image=image_tokens, boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"], image_token_index=ids["<image_soft_token>"])
+    torch.manual_seed(seed)
+    model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    image_processor = transformers.Gemma3ImageProcessorPil(
+        size={"height": image_size, "width": image_size})
+    processor = transformers.Gemma3Processor(image_processor=image_processor,
+                                             tokenizer=tokenizer, image_seq_length=image_tokens)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -64,8 +64,10 @@ def has_images(records: Sequence[dict]) -> bool:
     return any(r.get("image") is not None for r in records)
 
 
-#: Per-token model inputs that a processor returns beside ``input_ids`` (padded with 0).
-TOKEN_INPUTS = ("mm_token_type_ids",)
+#: Per-token model inputs that a processor returns beside ``input_ids`` (padded with 0): Qwen2-VL's
+#: ``mm_token_type_ids``, Gemma 3's ``token_type_ids`` (1 on image tokens, which attend to each
+#: other both ways).
+TOKEN_INPUTS = ("mm_token_type_ids", "token_type_ids")
 #: Token sequences of their own length that a processor returns beside ``input_ids``
 #: (InstructBLIP's instruction for the Q-Former), right-padded with 0 (masked out).
 SIDE_INPUTS = ("qformer_input_ids", "qformer_attention_mask")
@@ -150,7 +152,7 @@ def encode_image_generation(records: Sequence[dict], processor: Any,
             encoded = {"input_ids": [tokenizer(str(r["prompt"]),
                                                add_special_tokens=False)["input_ids"]]}
         else:
-            encoded = processor(images=[open_image(path)],
+            encoded = processor(images=[[open_image(path)]],  # one list per text (Gemma 3)
                                 text=[image_prompt(processor, str(r["prompt"]))])
         prompt = list(encoded["input_ids"][0])
         if len(prompt) >= max_length:
