@@ -361,8 +361,8 @@ def build_tiny_gemma3(out: str | Path, *, seed: int = 0, image_size: int = 32,
 
     A 2-layer SigLIP tower (hidden 32, no CLS token) on ``image_size`` images; the projector
     average-pools the ``(image_size / patch_size)**2`` patches to ``image_tokens`` tokens and
-    projects them into a 2-layer Gemma 3 text model (hidden 32, sliding-window and global
-    layers). The placeholder ``<start_of_image>`` becomes ``\\n\\n<start_of_image>`` +
+    projects them into a 2-layer Gemma 3 text model (hidden 32; a sliding-window layer of 16
+    tokens, then a global one). The placeholder ``<start_of_image>`` becomes ``\\n\\n<start_of_image>`` +
     ``image_tokens`` ``<image_soft_token>`` + ``<end_of_image>\\n\\n``; the processor's
     ``token_type_ids`` mark the soft tokens, which attend to each other both ways. Returns
     ``out``.
@@ -380,7 +380,8 @@ def build_tiny_gemma3(out: str | Path, *, seed: int = 0, image_size: int = 32,
     text = transformers.Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
-        sliding_window=16, max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+        sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     config = transformers.Gemma3Config(
         vision_config=vision.to_dict(), text_config=text.to_dict(),
