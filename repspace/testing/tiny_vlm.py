@@ -362,10 +362,10 @@ def build_tiny_gemma3(out: str | Path, *, seed: int = 0, image_size: int = 32,
     A 2-layer SigLIP tower (hidden 32, no CLS token) on ``image_size`` images; the projector
     average-pools the ``(image_size / patch_size)**2`` patches to ``image_tokens`` tokens and
     projects them into a 2-layer Gemma 3 text model (hidden 32; a sliding-window layer of 16
-    tokens, then a global one). The placeholder ``<start_of_image>`` becomes ``\\n\\n<start_of_image>`` +
-    ``image_tokens`` ``<image_soft_token>`` + ``<end_of_image>\\n\\n``; the processor's
-    ``token_type_ids`` mark the soft tokens, which attend to each other both ways. Returns
-    ``out``.
+    tokens, then a global one). The placeholder ``<start_of_image>`` becomes
+    ``\\n\\n<start_of_image>`` + ``image_tokens`` ``<image_soft_token>`` + ``<end_of_image>\\n\\n``;
+    the processor's ``token_type_ids`` mark the soft tokens, which attend to each other both
+    ways. Returns ``out``.
     """
     out = Path(out)
     special = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
@@ -389,6 +389,8 @@ def build_tiny_gemma3(out: str | Path, *, seed: int = 0, image_size: int = 32,
         eoi_token_index=ids["<end_of_image>"], image_token_index=ids["<image_soft_token>"])
     torch.manual_seed(seed)
     model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # Gemma 3 starts its image projection at zero: no image would show
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.2)
     image_processor = transformers.Gemma3ImageProcessorPil(
         size={"height": image_size, "width": image_size})
     processor = transformers.Gemma3Processor(image_processor=image_processor,

@@ -192,7 +192,7 @@ def collate(data: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, tor
         batch[key] = _pad([values[i] for i in indices], 0)
     paths = [data.images[i] for i in indices if data.images[i] is not None] if data.images else []
     if paths:
-        pixels = data.image_processor(images=[open_image(p) for p in paths],
+        pixels = data.image_processor(images=[[open_image(p)] for p in paths],  # one per example
                                       return_tensors="pt")
         batch.update({k: v for k, v in pixels.items() if isinstance(v, torch.Tensor)})
     labels = [data.labels[i] for i in indices]
