@@ -20,6 +20,7 @@ from PIL import Image
 import repspace
 from repspace.capture import capture, resolve_layers
 from repspace.capture.multimodal import decoder_inputs
+from repspace.errors import InputError
 from repspace.models.processors import image_prompt
 from repspace.probes import IMAGE_PROBE, Probe, load_probe
 from repspace.store import FeatureStore
@@ -188,6 +189,13 @@ def test_instructblip_queries_read_the_instruction(tmp_path, probe):
                 for i, p in enumerate((probe, other)))
         same = np.allclose(a["language_projection"][0], b["language_projection"][0])
         assert same != instruct
+
+
+def test_text_probe_is_one_error_line(family, tmp_path):
+    _, loaded = family
+    with pytest.raises(InputError, match="needs an image in every forward pass"):
+        capture(loaded, Probe.from_texts(["a red circle", "two squares"]),
+                out=tmp_path / "t.h5", layers="language", progress=False, device="cpu")
 
 
 # ----------------------------------------------------------------------------- tuning
