@@ -21,9 +21,12 @@ Presets of vision-language models (see :data:`repspace.models.structure.PART_NAM
     ``model.visual.blocks.*``).
 ``connector``
     The output of the projector that maps image features into the language model (LLaVA
-    ``model.multi_modal_projector``, Qwen2-VL ``model.visual.merger``).
+    ``model.multi_modal_projector``, Qwen2-VL ``model.visual.merger``); a connector with blocks
+    gives its blocks, then its projection (BLIP-2 ``qformer.encoder.layer.*``,
+    ``language_projection``).
 ``language``
-    The blocks of the language model (``model.language_model.layers.*``).
+    The blocks of the language model (``model.language_model.layers.*``); of an encoder-decoder
+    language model (BLIP-2 with Flan-T5) the encoder's blocks, then the decoder's.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from repspace.errors import InputError
-from repspace.models.structure import PART_NAMES, block_stack, find_part
+from repspace.models.structure import PART_NAMES, block_stack, block_stacks, find_part, vlm_parts
 
 INPUT_SUFFIX = ":input"
 
@@ -48,14 +51,34 @@ def _part(model: nn.Module, preset: str) -> str:
     return root
 
 
+def _connector_layers(model: nn.Module) -> list[str]:
+    """The connector's modules in model order, each one its blocks when it has a stack of them
+    (BLIP-2's Q-Former), else itself (a projector)."""
+    _part(model, "connector")
+    roots = vlm_parts(model)["connector"]
+    layers: list[str] = []
+    for name, module in model.named_modules():
+        if name not in roots:
+            continue
+        stacks = [n for n, m in module.named_modules() if isinstance(m, nn.ModuleList) and len(m)
+                  and len({type(c) for c in m.children()}) == 1]
+        if stacks:
+            layers.extend(f"{name}.{stacks[0]}.{i}"
+                          for i in range(len(module.get_submodule(stacks[0]))))
+        else:
+            layers.append(name)
+    return layers
+
+
 def preset_layers(model: nn.Module, preset: str) -> list[str]:
     """The module paths a preset names in ``model``."""
     if preset == "connector":
-        return [_part(model, preset)]
+        return _connector_layers(model)
     if preset in ("vision", "language"):
         root = _part(model, preset)
-        stack = f"{root}.{block_stack(model.get_submodule(root))}"
-        return [f"{stack}.{i}" for i in range(len(model.get_submodule(stack)))]
+        stacks = [f"{root}.{s}" for s in block_stacks(model.get_submodule(root))]
+        return [f"{stack}.{i}" for stack in stacks
+                for i in range(len(model.get_submodule(stack)))]
     stack = block_stack(model)
     count = len(model.get_submodule(stack))
     if preset == "blocks":

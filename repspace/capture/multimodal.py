@@ -19,7 +19,14 @@ Vision-tower layers (modality ``image``)
     size.
 Connector layers (modality ``image``)
     The projector output, i.e. the image tokens the language model receives: LLaVA
-    (images, tokens, d), Qwen2-VL's merger (patches / merge_size**2 of all images, d).
+    (images, tokens, d), Qwen2-VL's merger (patches / merge_size**2 of all images, d). The blocks
+    of a Q-Former (BLIP-2, InstructBLIP) keep their ``num_query_tokens`` query positions
+    (InstructBLIP's Q-Former also carries the instruction's tokens after them).
+Encoder-decoder language models (BLIP-2 with Flan-T5)
+    The image tokens and the text enter the encoder, whose blocks are split by modality as
+    above. The decoder reads the probe's text after the decoder start token (teacher forcing:
+    ``[start] + text tokens``, as when the model is trained to produce the text); its blocks
+    hold text tokens only (modality ``text``, all real decoder positions).
 
 Pooling (``mean``, ``first``, ``last``) is over the selected tokens of each sample.
 """
@@ -76,9 +83,33 @@ def encode_image_text(processor: Any, texts: Sequence[str], images: Sequence[Any
     :func:`~repspace.models.processors.image_prompt`)."""
     prompts = [image_prompt(processor, text)
                for text in _clip_texts(processor.tokenizer, texts, max_length)]
-    batch = processor(images=list(images), text=prompts, padding=True, padding_side="right",
-                      return_tensors="pt")
+    # one list of images per text: Gemma 3's processor needs it, the others accept it
+    batch = processor(images=[[image] for image in images], text=prompts, padding=True,
+                      padding_side="right", return_tensors="pt")
     return {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def decoder_inputs(tokenizer: Any, texts: Sequence[str], start: int,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded ``decoder_input_ids`` (``[start] + text tokens``) and
+    ``decoder_attention_mask`` of an encoder-decoder language model reading ``texts``."""
+    rows = [[start, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    return {"decoder_input_ids": ids.to(device), "decoder_attention_mask": mask.to(device)}
+
+
+def _decoder_root(model: torch.nn.Module, parts: dict[str, list[str]]) -> str | None:
+    """The module path of the decoder of an encoder-decoder language model, else ``None``."""
+    language = model.get_submodule(parts["language"][0]) if parts.get("language") else None
+    if not getattr(getattr(language, "config", None), "is_encoder_decoder", False):
+        return None
+    decoder = language.get_decoder()
+    return next(n for n, m in model.named_modules() if m is decoder)
 
 
 def _patch_count(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
@@ -144,12 +175,21 @@ class ImageTextCapture:
         self.forward_options = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
         parts = vlm_parts(loaded.backbone)
         self.parts = {name: part_of(split_layer(name)[0], parts) or "language" for name in layers}
+        self.decoder = _decoder_root(loaded.backbone, parts)
+        if self.decoder is not None:
+            self.parts.update({name: "decoder" for name in layers
+                               if split_layer(name)[0].startswith(self.decoder + ".")})
+            if modality == "image" and "decoder" in self.parts.values():
+                raise InputError("decoder blocks of an encoder-decoder language model hold text "
+                                 "tokens only: capture them with modality 'text' or 'split'")
+        self.query_tokens = getattr(loaded.backbone.config, "num_query_tokens", None)
         self.attrs: dict[str, dict[str, Any]] = {}
         for name, part in self.parts.items():
             for key, modality_name, selection in self._entries(name, part):
                 self.attrs[key] = {"module_path": split_layer(name)[0],
                                    "captures": "input" if split_layer(name)[1] else "output",
-                                   "part": part, "modality": modality_name,
+                                   "part": "language" if part == "decoder" else part,
+                                   "modality": modality_name,
                                    "token_selection": selection, "dim": None}
 
     def _entries(self, name: str, part: str) -> list[tuple[str, str, str]]:
@@ -158,6 +198,8 @@ class ImageTextCapture:
                      else "patch tokens")]
         if part == "connector":
             return [(name, "image", "projected image tokens")]
+        if part == "decoder":
+            return [(name, "text", "decoder tokens")]
         entries = {"all": (name, "all", "real tokens"),
                    "image": (name, "image", "image tokens"),
                    "text": (name, "text", "text tokens")}
@@ -177,6 +219,11 @@ class ImageTextCapture:
         matrices) keyed by store layer name, from the hooked outputs in ``captured``."""
         batch = encode_image_text(self.loaded.processor, texts, [open_image(p) for p in images],
                                   self.max_length, self.device)
+        if self.decoder is not None:
+            texts = _clip_texts(self.loaded.processor.tokenizer, texts, self.max_length)
+            start = self.loaded.backbone.config.get_text_config().decoder_start_token_id
+            batch.update(decoder_inputs(self.loaded.processor.tokenizer, texts, start,
+                                        self.device))
         captured.clear()
         forward(**batch, **self.forward_options)
         cpu = {k: v.to("cpu") for k, v in batch.items()}
@@ -192,8 +239,15 @@ class ImageTextCapture:
                 hidden = real_positions(captured[name], mask, self.loaded.virtual_tokens, name)
                 for key, modality_name, _ in self._entries(name, part):
                     self._language(key, hidden, masks[modality_name], pooled, token_mats)
+            elif part == "decoder":
+                decoder_mask = cpu["decoder_attention_mask"]
+                hidden = real_positions(captured[name], decoder_mask, 0, name)
+                self._language(name, hidden, decoder_mask, pooled, token_mats)
             else:
-                mats = _per_image(captured[name], cpu, len(texts), self.loaded.backbone, name)
+                raw = captured[name]
+                if part == "connector" and self.query_tokens and raw.dim() == 3:
+                    raw = raw[:, :self.query_tokens]  # a Q-Former's query positions
+                mats = _per_image(raw, cpu, len(texts), self.loaded.backbone, name)
                 if part == "vision":
                     mats = self._vision_tokens(mats, captured[name], cpu["pixel_values"], name)
                 self._keep(name, mats, pooled, token_mats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,12 @@ def _in_probe_order(parts: list[tuple[list[int], tuple[dict, dict]]], n: int,
     return pooled, token_mats
 
 
+def _needs_pixels(model: torch.nn.Module) -> bool:
+    """Whether ``model.forward`` requires ``pixel_values`` (BLIP-2, InstructBLIP)."""
+    parameter = inspect.signature(model.forward).parameters.get("pixel_values")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
 def _capture_windows(loaded: LoadedModel, probe: Probe, out: Path, meta: dict,
                      names: list[str], *, tokens: bool, pooling: str, batch_size: int,
                      max_length: int, device: torch.device, resume: bool,
@@ -201,6 +208,9 @@ def _capture_windows(loaded: LoadedModel, probe: Probe, out: Path, meta: dict,
         vision_tokens=image_text["vision_tokens"], max_length=max_length, device=device)
     if plan is not None:
         layer_attrs = plan.attrs
+    elif _needs_pixels(loaded.backbone):
+        raise InputError(f"{type(loaded.backbone).__name__} needs an image in every forward "
+                         "pass: capture it on a probe with images")
     with collect(loaded.backbone, names) as captured, torch.inference_mode():
 
         def features(texts: list[str], images: list[Path] | None) -> tuple[dict, dict]:

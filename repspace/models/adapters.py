@@ -101,6 +101,11 @@ DEFAULT_TARGETS: dict[str, dict[str, list[list[str]]]] = {
     "gpt2": {"serial": [["attn.c_proj", "mlp.c_proj"]], "parallel": [["mlp"]]},
     **{t: {"serial": [["self_attn.o_proj", "mlp.down_proj"]], "parallel": [["mlp"]]}
        for t in _DECODERS},
+    "opt": {"serial": [["self_attn.out_proj", "fc2"]], "parallel": [["fc1->fc2"]]},
+    # T5's decoder blocks have cross-attention as layer.1 and the feed-forward as layer.2
+    "t5": {"serial": [["layer.0.SelfAttention.o", "layer.2.DenseReluDense.wo"],
+                      ["layer.0.SelfAttention.o", "layer.1.DenseReluDense.wo"]],
+           "parallel": [["layer.2.DenseReluDense"], ["layer.1.DenseReluDense"]]},
     "vit": {"serial": [["attention.o_proj", "mlp.fc2"], ["attention.output.dense", "output.dense"]],
             "parallel": [["mlp"], ["intermediate->output.dense"]]},
 }

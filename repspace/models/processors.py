@@ -92,11 +92,15 @@ def image_prompt(processor: Any, text: str) -> str:
     LLaVA-style processors: ``"<image>\\n" + text``. Processors whose tokenizer has the
     ``<|vision_start|>`` / ``<|vision_end|>`` markers (Qwen2-VL, Qwen2.5-VL):
     ``"<|vision_start|><|image_pad|><|vision_end|>" + text``. The processor later expands the
-    placeholder into one token per image feature.
+    placeholder into one token per image feature. Processors that put the image tokens in front
+    of every text themselves (BLIP-2, InstructBLIP: ``num_query_tokens`` of them) get ``text``
+    as it is.
     """
     token = getattr(processor, "image_token", None)
     if not token:
         raise FormatError(f"{type(processor).__name__} has no image token: not an image processor")
+    if getattr(processor, "num_query_tokens", None):
+        return text
     tokenizer = processor.tokenizer
     markers = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>"])
     if all(i is not None and i != tokenizer.unk_token_id for i in markers):

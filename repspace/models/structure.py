@@ -29,18 +29,38 @@ def block_stack(model: nn.Module) -> str:
     return best
 
 
+def block_stacks(model: nn.Module) -> list[str]:
+    """The module paths of the block stacks of a (language) model: of an encoder-decoder
+    (``config.is_encoder_decoder``, e.g. T5) the encoder's then the decoder's, else the one of
+    :func:`block_stack`."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        names = {id(m): n for n, m in model.named_modules()}
+        found = []
+        for side in (model.get_encoder(), model.get_decoder()):
+            root = names[id(side)]
+            found.append(f"{root}.{block_stack(side)}" if root else block_stack(side))
+        return found
+    return [block_stack(model)]
+
+
 #: Last names of the modules (or parameters) that make up the parts of vision-language models,
-#: in ``transformers`` 5 naming: LLaVA / LLaVA-NeXT ``model.{vision_tower, multi_modal_projector,
-#: language_model}``, Qwen2-VL / Qwen2.5-VL ``model.visual`` (with ``visual.merger``) and
-#: ``model.language_model``. A connector inside the vision tower (Qwen's ``visual.merger``)
-#: belongs to the connector.
+#: in ``transformers`` 5 naming: LLaVA / LLaVA-NeXT / LLaVA-OneVision ``model.{vision_tower,
+#: multi_modal_projector, language_model}``, Qwen2-VL / Qwen2.5-VL ``model.visual`` (with
+#: ``visual.merger``) and ``model.language_model``, BLIP-2 / InstructBLIP ``vision_model``,
+#: ``{query_tokens, qformer, language_projection}`` (the Q-Former and its projection are the
+#: connector) and ``language_model`` (a causal or an encoder-decoder language model with its
+#: head), Idefics3 / SmolVLM ``model.{vision_model, connector, text_model}``. A connector inside
+#: the vision tower (Qwen's ``visual.merger``) belongs to the connector.
 PART_NAMES = {
     "vision": ("vision_tower", "visual", "vision_model", "vision_encoder"),
-    "connector": ("multi_modal_projector", "merger", "mm_projector", "connector"),
+    "connector": ("multi_modal_projector", "merger", "mm_projector", "connector", "qformer",
+                  "query_tokens", "language_projection"),
     "language": ("language_model", "text_model"),
 }
-#: Order in which a name is assigned to a part (inner parts first).
-_PRECEDENCE = ("connector", "vision", "language")
+#: Order in which a name is assigned to a part (inner parts first; the language-model head,
+#: ``head``, belongs to no part).
+_PRECEDENCE = ("head", "connector", "vision", "language")
 
 
 def _within(name: str, root: str) -> bool:
@@ -50,8 +70,10 @@ def _within(name: str, root: str) -> bool:
 def vlm_parts(model: nn.Module) -> dict[str, list[str]]:
     """The parts of a vision-language model: ``{"vision": [...], "connector": [...],
     "language": [...]}``, each the outermost module or parameter paths whose last name is one of
-    :data:`PART_NAMES` (``language`` without the language-model head). Empty for a model
-    without both a language model and a vision tower (a text model)."""
+    :data:`PART_NAMES`, and ``"head"``: the path of the language-model head (the output
+    embeddings), which belongs to no part even where it lies inside the language model
+    (BLIP-2's ``language_model.lm_head``). Empty for a model without both a language model and a
+    vision tower (a text model)."""
     names = [n for n, _ in model.named_modules() if n] + [n for n, _ in model.named_parameters()]
     parts: dict[str, list[str]] = {}
     for part, last in PART_NAMES.items():
@@ -60,6 +82,8 @@ def vlm_parts(model: nn.Module) -> dict[str, list[str]]:
                        if not any(_within(n, outer) for outer in found[:i])]
     if not parts["language"] or not parts["vision"]:
         return {}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    parts["head"] = [n for n, m in model.named_modules() if head is not None and m is head][:1]
     return parts
 
 
@@ -69,7 +93,7 @@ def part_of(name: str, parts: dict[str, list[str]]) -> str | None:
     model)."""
     for part in _PRECEDENCE:
         if any(_within(name, root) for root in parts.get(part, [])):
-            return part
+            return None if part == "head" else part
     return None
 
 

@@ -1,10 +1,16 @@
 """Helpers for tests, notebooks and examples: tiny random models built offline."""
 
 from repspace.testing.tiny_vlm import (
+    build_tiny_blip2,
+    build_tiny_gemma3,
+    build_tiny_idefics3,
     build_tiny_llava,
     build_tiny_llava_next,
+    build_tiny_llava_onevision,
     build_tiny_qwen2vl,
     tiny_tokenizer,
 )
 
-__all__ = ["build_tiny_llava", "build_tiny_llava_next", "build_tiny_qwen2vl", "tiny_tokenizer"]
+__all__ = ["build_tiny_blip2", "build_tiny_gemma3", "build_tiny_idefics3", "build_tiny_llava",
+           "build_tiny_llava_next", "build_tiny_llava_onevision", "build_tiny_qwen2vl",
+           "tiny_tokenizer"]

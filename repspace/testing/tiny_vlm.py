@@ -1,6 +1,7 @@
 """Tiny random vision-language models with working processors, built offline.
 
-:func:`build_tiny_llava`, :func:`build_tiny_llava_next` and :func:`build_tiny_qwen2vl` write a
+:func:`build_tiny_llava`, :func:`build_tiny_llava_next`, :func:`build_tiny_qwen2vl` and
+:func:`build_tiny_blip2` (BLIP-2 and InstructBLIP, with OPT or T5) write a
 ``transformers`` model folder
 (weights, config, tokenizer, image processor, chat template) that ``repspace.load_model`` and
 ``transformers.AutoProcessor`` read like a real checkpoint. Nothing is downloaded: the tokenizer
@@ -13,6 +14,7 @@ random and small enough that a forward on a few images takes milliseconds on a C
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -191,6 +193,208 @@ def build_tiny_qwen2vl(out: str | Path, *, seed: int = 0, image_size: int = 56,
     image_processor = transformers.Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels)
     processor = processor_class(processor_base)(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2VL_CHAT_TEMPLATE)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def _blip_parts(tokenizer: transformers.PreTrainedTokenizerFast, llm: str, image_size: int,
+                patch_size: int) -> tuple[dict[str, Any], Any]:
+    """Vision, Q-Former and language-model configs of a tiny BLIP-2 / InstructBLIP, and its
+    image processor."""
+    if llm not in ("opt", "t5"):
+        raise ValueError(f"llm must be 'opt' or 't5', got {llm!r}")
+    roles = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+             "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)}
+    if llm == "opt":
+        text = transformers.OPTConfig(
+            hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+            word_embed_proj_dim=32, max_position_embeddings=512, **roles)
+    else:  # Flan-T5's layout: gated-GELU feed-forward, untied head
+        text = transformers.T5Config(
+            d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+            decoder_start_token_id=tokenizer.pad_token_id, **roles)
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": image_size, "patch_size": patch_size}
+    qformer = {"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 2,
+               "num_attention_heads": 2, "intermediate_size": 64, "cross_attention_frequency": 1,
+               "pad_token_id": tokenizer.pad_token_id}
+    image_processor = transformers.BlipImageProcessorPil(
+        size={"height": image_size, "width": image_size})
+    return {"vision_config": vision, "qformer_config": qformer,
+            "text_config": text.to_dict()}, image_processor
+
+
+def build_tiny_blip2(out: str | Path, *, llm: str = "opt", seed: int = 0, image_size: int = 32,
+                     patch_size: int = 8, query_tokens: int = 4,
+                     instruct: bool = False) -> Path:
+    """Write a tiny random BLIP-2 (``Blip2ForConditionalGeneration``) or, with ``instruct``,
+    InstructBLIP (``InstructBlipForConditionalGeneration``) with its processor to ``out``.
+
+    The vision tower is a 2-layer BLIP ViT (hidden 32; ``(image_size / patch_size)**2`` patches
+    plus a CLS token at position 0); the Q-Former (2 layers, hidden 32, cross-attention in every
+    layer) turns them into ``query_tokens`` query outputs, which ``language_projection`` maps
+    into the language model: a 2-layer OPT (``llm="opt"``, a decoder) or a 2 + 2-layer T5 in
+    Flan-T5's layout (``llm="t5"``, an encoder-decoder; the image tokens enter its encoder).
+    The processor puts ``query_tokens`` ``<image>`` tokens in front of every text (the model
+    replaces them by the projected query outputs); InstructBLIP's processor also tokenises the
+    text for the Q-Former (``qformer_input_ids``), whose queries then attend to it. Returns
+    ``out``.
+    """
+    out = Path(out)
+    tokenizer = tiny_tokenizer(["<image>"], bos_token="<s>", eos_token="</s>",
+                               pad_token="<pad>", unk_token="<unk>")
+    configs, image_processor = _blip_parts(tokenizer, llm, image_size, patch_size)
+    common = {"num_query_tokens": query_tokens,
+              "image_token_index": tokenizer.convert_tokens_to_ids("<image>")}
+    torch.manual_seed(seed)
+    if instruct:
+        config = transformers.InstructBlipConfig(**configs, **common)
+        model = transformers.InstructBlipForConditionalGeneration(config).eval()
+        processor = transformers.InstructBlipProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, qformer_tokenizer=tokenizer,
+            num_query_tokens=query_tokens)
+    else:
+        config = transformers.Blip2Config(**configs, **common)
+        model = transformers.Blip2ForConditionalGeneration(config).eval()
+        processor = transformers.Blip2Processor(image_processor=image_processor,
+                                                tokenizer=tokenizer, num_query_tokens=query_tokens)
+    with torch.no_grad():  # BLIP-2 starts its query tokens at zero: give them distinct values
+        model.query_tokens.normal_(0, 0.5)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_tiny_llava_onevision(out: str | Path, *, seed: int = 0, image_size: int = 32,
+                               patch_size: int = 8) -> Path:
+    """Write a tiny random ``LlavaOnevisionForConditionalGeneration`` with its processor to
+    ``out``.
+
+    A 2-layer SigLIP tower (hidden 32, no CLS token; ``vision_feature_select_strategy="full"``
+    keeps every patch) and a 2-layer Qwen2 (hidden 32). Images are processed "anyres" as in
+    LLaVA-NeXT (grid pinpoints up to 2 x 2 tiles of ``image_size``): a 64 x 64 image becomes 5
+    crops of ``(image_size / patch_size)**2`` patches, and the language model gets the resized
+    whole's 16 tokens plus the 2 x 2 tiles' 64 tokens with one ``image_newline`` per row of
+    patches (8): 88 image tokens. Returns ``out``.
+    """
+    out = Path(out)
+    tokenizer = tiny_tokenizer(["<image>", "<video>"], eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
+    ids = dict(zip(("<image>", "<video>"),
+                   tokenizer.convert_tokens_to_ids(["<image>", "<video>"]), strict=True))
+    pinpoints = [[image_size * h, image_size * w] for h in (1, 2) for w in (1, 2)]
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size)
+    text = transformers.Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = transformers.LlavaOnevisionConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(),
+        image_token_index=ids["<image>"], video_token_index=ids["<video>"],
+        image_grid_pinpoints=pinpoints, vision_feature_layer=-1,
+        vision_feature_select_strategy="full")
+    torch.manual_seed(seed)
+    model = transformers.LlavaOnevisionForConditionalGeneration(config).eval()
+    image_processor = transformers.LlavaOnevisionImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_grid_pinpoints=pinpoints)
+    processor = processor_class(transformers.LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer,
+        num_image_tokens=(image_size // patch_size) ** 2, vision_feature_select_strategy="full",
+        chat_template=QWEN2VL_CHAT_TEMPLATE, image_token="<image>", video_token="<video>")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_tiny_idefics3(out: str | Path, *, seed: int = 0, image_size: int = 32,
+                        patch_size: int = 8) -> Path:
+    """Write a tiny random ``Idefics3ForConditionalGeneration`` (the architecture of SmolVLM)
+    with its processor to ``out``.
+
+    A 2-layer SigLIP-style tower (hidden 32, no CLS token) on ``image_size`` crops, a connector
+    that shuffles 2 x 2 patches into one token (``scale_factor=2``) and projects them, and a
+    2-layer Llama (hidden 32). The processor resizes an image to a longest edge of
+    ``2 * image_size``, cuts it into tiles of ``image_size`` and adds the resized whole: a
+    64 x 64 image is 5 crops of ``(image_size / patch_size)**2`` patches and
+    ``5 * (image_size / patch_size / 2)**2`` ``<image>`` tokens (20), each crop's framed by
+    ``<fake_token_around_image>`` and a ``<row_i_col_j>`` or ``<global-img>`` marker. Returns
+    ``out``.
+    """
+    out = Path(out)
+    special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>",
+               *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
+    tokenizer = tiny_tokenizer(special, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
+                               pad_token="<|endoftext|>", unk_token="<unk>")
+    vision = transformers.Idefics3VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size)
+    text = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    config = transformers.Idefics3Config(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = transformers.Idefics3ForConditionalGeneration(config).eval()
+    image_processor = transformers.Idefics3ImageProcessorPil(
+        size={"longest_edge": 2 * image_size}, max_image_size={"longest_edge": image_size},
+        do_image_splitting=True)
+    processor = transformers.Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer,
+        image_seq_len=(image_size // patch_size // 2) ** 2)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_tiny_gemma3(out: str | Path, *, seed: int = 0, image_size: int = 32,
+                      patch_size: int = 8, image_tokens: int = 4) -> Path:
+    """Write a tiny random ``Gemma3ForConditionalGeneration`` (Gemma 3 image-text) with its
+    processor to ``out``.
+
+    A 2-layer SigLIP tower (hidden 32, no CLS token) on ``image_size`` images; the projector
+    average-pools the ``(image_size / patch_size)**2`` patches to ``image_tokens`` tokens and
+    projects them into a 2-layer Gemma 3 text model (hidden 32; a sliding-window layer of 16
+    tokens, then a global one). The placeholder ``<start_of_image>`` becomes
+    ``\\n\\n<start_of_image>`` + ``image_tokens`` ``<image_soft_token>`` + ``<end_of_image>\\n\\n``;
+    the processor's ``token_type_ids`` mark the soft tokens, which attend to each other both
+    ways. Returns ``out``.
+    """
+    out = Path(out)
+    special = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tokenizer = tiny_tokenizer(special, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                               unk_token="<unk>", extra_special_tokens={
+                                   "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                   "image_token": "<image_soft_token>"})
+    ids = dict(zip(special, tokenizer.convert_tokens_to_ids(special), strict=True))
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size)
+    text = transformers.Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+        sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = transformers.Gemma3Config(
+        vision_config=vision.to_dict(), text_config=text.to_dict(),
+        mm_tokens_per_image=image_tokens, boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"], image_token_index=ids["<image_soft_token>"])
+    torch.manual_seed(seed)
+    model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # Gemma 3 starts its image projection at zero: no image would show
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.2)
+    image_processor = transformers.Gemma3ImageProcessorPil(
+        size={"height": image_size, "width": image_size})
+    processor = transformers.Gemma3Processor(image_processor=image_processor,
+                                             tokenizer=tokenizer, image_seq_length=image_tokens)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -64,8 +64,13 @@ def has_images(records: Sequence[dict]) -> bool:
     return any(r.get("image") is not None for r in records)
 
 
-#: Per-token model inputs that a processor returns beside ``input_ids`` (padded with 0).
-TOKEN_INPUTS = ("mm_token_type_ids",)
+#: Per-token model inputs that a processor returns beside ``input_ids`` (padded with 0): Qwen2-VL's
+#: ``mm_token_type_ids``, Gemma 3's ``token_type_ids`` (1 on image tokens, which attend to each
+#: other both ways).
+TOKEN_INPUTS = ("mm_token_type_ids", "token_type_ids")
+#: Token sequences of their own length that a processor returns beside ``input_ids``
+#: (InstructBLIP's instruction for the Q-Former), right-padded with 0 (masked out).
+SIDE_INPUTS = ("qformer_input_ids", "qformer_attention_mask")
 
 
 @dataclass
@@ -75,13 +80,15 @@ class Encoded:
 
     With images: ``images`` holds each example's image path (or ``None``), ``image_processor``
     turns a batch of images into the model's pixel inputs, and ``token_inputs`` the processor's
-    other per-token inputs (Qwen2-VL's ``mm_token_type_ids``)."""
+    other per-token inputs (Qwen2-VL's ``mm_token_type_ids``), ``side_inputs`` its sequences of
+    their own length (InstructBLIP's ``qformer_input_ids``, see :data:`SIDE_INPUTS`)."""
 
     input_ids: list[list[int]]
     labels: list[Any]
     images: list[Path | None] | None = None
     image_processor: Any = None
     token_inputs: dict[str, list[list[int]]] = field(default_factory=dict)
+    side_inputs: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -134,16 +141,18 @@ def encode_image_generation(records: Sequence[dict], processor: Any,
     eos = tokenizer.eos_token_id
     if eos is None:
         raise InputError("generation needs a tokenizer with an end-of-sequence token")
-    keys = [k for k in TOKEN_INPUTS if k in getattr(processor, "model_input_names", ())]
+    names = getattr(processor, "model_input_names", ())
+    keys = [k for k in TOKEN_INPUTS if k in names]
     inputs, labels, images = [], [], []
     extra: dict[str, list[list[int]]] = {key: [] for key in keys}
+    side: dict[str, list[list[int]]] = {key: [] for key in SIDE_INPUTS if key in names}
     for r in records:
         path = r.get("image")
         if path is None:
             encoded = {"input_ids": [tokenizer(str(r["prompt"]),
                                                add_special_tokens=False)["input_ids"]]}
         else:
-            encoded = processor(images=[open_image(path)],
+            encoded = processor(images=[[open_image(path)]],  # one list per text (Gemma 3)
                                 text=[image_prompt(processor, str(r["prompt"]))])
         prompt = list(encoded["input_ids"][0])
         if len(prompt) >= max_length:
@@ -157,7 +166,9 @@ def encode_image_generation(records: Sequence[dict], processor: Any,
         for key in keys:
             values = list(encoded[key][0]) if key in encoded else [0] * len(prompt)
             extra[key].append((values + [0] * len(answer))[:max_length])
-    return Encoded(inputs, labels, images, processor.image_processor, extra)
+        for key, rows in side.items():
+            rows.append(list(encoded[key][0]) if key in encoded else [])
+    return Encoded(inputs, labels, images, processor.image_processor, extra, side)
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -177,9 +188,11 @@ def collate(data: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, tor
     batch = {"input_ids": input_ids, "attention_mask": mask}
     for key, values in data.token_inputs.items():
         batch[key] = _pad([values[i] for i in indices], 0)
+    for key, values in data.side_inputs.items():
+        batch[key] = _pad([values[i] for i in indices], 0)
     paths = [data.images[i] for i in indices if data.images[i] is not None] if data.images else []
     if paths:
-        pixels = data.image_processor(images=[open_image(p) for p in paths],
+        pixels = data.image_processor(images=[[open_image(p)] for p in paths],  # one per example
                                       return_tensors="pt")
         batch.update({k: v for k, v in pixels.items() if isinstance(v, torch.Tensor)})
     labels = [data.labels[i] for i in indices]

@@ -49,8 +49,31 @@ class Classifier(nn.Module):
         return F.cross_entropy(logits, labels, reduction="none"), logits.argmax(-1) == labels
 
 
+def seq2seq_batch(batch: dict[str, torch.Tensor], start: int,
+                  pad: int) -> dict[str, torch.Tensor]:
+    """A causal generation batch (prompt + answer in ``input_ids``, labels on the answer) as an
+    encoder-decoder model takes it: the encoder attends to the prompt (and image) tokens only
+    (``attention_mask`` without the answer), the decoder reads ``[start] + answer[:-1]``
+    (``decoder_input_ids``, left-aligned, padded with ``pad``) and ``labels`` are the answer
+    tokens at the decoder's positions."""
+    labels = batch["labels"]
+    answer = labels != IGNORE
+    lengths = answer.sum(1)
+    targets = torch.full((len(labels), int(lengths.max())), IGNORE, dtype=labels.dtype,
+                         device=labels.device)
+    keep = torch.arange(targets.shape[1], device=labels.device) < lengths[:, None]
+    targets[keep] = labels[answer]
+    decoder = torch.cat([torch.full_like(targets[:, :1], start), targets[:, :-1]], dim=1)
+    decoder = decoder.masked_fill(decoder == IGNORE, pad)
+    return {**batch, "attention_mask": batch["attention_mask"] * ~answer,
+            "decoder_input_ids": decoder, "decoder_attention_mask": keep.long(),
+            "labels": targets}
+
+
 class Generator(nn.Module):
-    """A causal language model (possibly PEFT-wrapped) trained on answer tokens only."""
+    """A causal language model (possibly PEFT-wrapped) trained on answer tokens only; an
+    encoder-decoder language model (BLIP-2 with Flan-T5) gets the prompt in its encoder and the
+    answer in its decoder (:func:`seq2seq_batch`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -59,14 +82,22 @@ class Generator(nn.Module):
     def per_example(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example mean cross-entropy over answer tokens, and exact match. Every input of
         ``batch`` but the labels goes to the model (pixel values, image grids, ...)."""
+        config = getattr(self.model, "config", None)
+        seq2seq = getattr(config, "is_encoder_decoder", False)
+        if seq2seq:
+            text = config.get_text_config()
+            batch = seq2seq_batch(batch, text.decoder_start_token_id, text.pad_token_id)
         input_ids, labels = batch["input_ids"], batch["labels"]
         output = self.model(**{k: v for k, v in batch.items() if k != "labels"})
         logits = getattr(output, "logits", None)
         if logits is None:
             raise InputError("generation needs a model with a language-model head "
                              "(e.g. GPT2LMHeadModel, LlamaForCausalLM)")
-        logits = _positions(logits, input_ids.shape[1])[:, :-1].float()
-        targets = labels[:, 1:]
+        if seq2seq:  # the decoder's position i predicts answer token i
+            logits, targets = logits.float(), labels
+        else:
+            logits = _positions(logits, input_ids.shape[1])[:, :-1].float()
+            targets = labels[:, 1:]
         answer = targets != IGNORE
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE,
                                      reduction="none")

@@ -216,10 +216,16 @@ def wrap_peft(model: nn.Module, config: peft.PeftConfig) -> Built:
     from repspace.models.prompt_positions import attach_prompt_positions
     from repspace.models.tuned import peft_part
 
+    if config.task_type == "CAUSAL_LM" and getattr(model.config, "is_encoder_decoder", False):
+        config.task_type = "SEQ_2_SEQ_LM"  # BLIP-2 with Flan-T5: prefixes for both stacks
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*modify a model with PEFT.*")
         wrapped = peft.get_peft_model(model, config)
     if config.is_prompt_learning:
+        # PEFT freezes the base model's children only: parameters the model holds itself
+        # (BLIP-2's query_tokens) would stay trainable
+        for param in wrapped.base_model.parameters():
+            param.requires_grad_(False)
         kind = "prefix" if config.peft_type == peft.PeftType.PREFIX_TUNING else "prompt"
         attach_prompt_positions(wrapped, config.num_virtual_tokens, kind)
     return Built(wrapped, lambda: [peft_part(wrapped)], peft_model=wrapped)

@@ -52,7 +52,7 @@ def build_stage2(model: nn.Module, o: MethodOptions, task: str) -> Built:
     if second == "lora":
         config = lora_config(o, model=model, extra=False)
         model = peft.inject_adapter_in_model(config, model)
-        first = lambda: peft_injected_part(model, config)  # noqa: E731
+        first = lambda: [peft_injected_part(model, config)]  # noqa: E731
     elif second == "adapter":
         first = inject_adapters(model, scope, o[AdapterOptions].reduction, "serial")
     else:
@@ -62,7 +62,7 @@ def build_stage2(model: nn.Module, o: MethodOptions, task: str) -> Built:
         if "lora_" in name or ".adapter." in name:
             param.requires_grad_(True)
     train(model, extra)
-    return Built(built.module, lambda: [*weights(), first(), *built.parts()],
+    return Built(built.module, lambda: [*weights(), *first(), *built.parts()],
                  peft_model=built.peft_model)
 
 
