@@ -379,6 +379,8 @@ def _summarise(label: str, runs: list[dict], layers: list[str]) -> dict[str, Any
     for s in SETS:
         for key in ("cka", "cka_debiased", "effective_rank", "effective_rank_ratio",
                     "rank_ratio", "cka_last_token"):
+            if key == "cka_last_token" and key not in runs[0][s][-1]:
+                continue  # encoders: no last-token measure
             values[f"{s}_{key}"] = [r[s][-1].get(key) for r in runs]
             row[f"{s}_{key}_by_layer"] = [
                 _mean_std([r[s][i].get(key) for r in runs])[0] for i in range(len(layers))]
