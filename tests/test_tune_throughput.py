@@ -13,6 +13,7 @@ import random
 import pytest
 import torch
 
+from repspace.errors import InputError
 from repspace.tune import tune
 from repspace.tune.data import collate, padding_share, step_batches
 from repspace.tune.trainer import _adamw, _use_sdpa
@@ -154,3 +155,14 @@ def test_eager_attention_switches_to_sdpa_with_the_same_outputs(base):
         got = fast(**batch).last_hidden_state
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_fsdp_refuses_what_it_cannot_shard(base, mixed_files, tmp_path):
+    with pytest.raises(InputError, match="--sharding fsdp trains full and the selective"):
+        _run(base, mixed_files, tmp_path / "x.pt", sharding="fsdp")
+    with pytest.raises(InputError, match="--snapshots"):
+        tune(base, "full", data=mixed_files, out=tmp_path / "x.pt", sharding="fsdp",
+             snapshots=True, device="cpu", progress=False)
+    with pytest.raises(InputError, match="--sharding must be one of"):
+        _run(base, mixed_files, tmp_path / "x.pt", sharding="zero3")
+    assert not (tmp_path / "x.pt").exists()

@@ -8,7 +8,7 @@ weights are gathered in bf16 and gradients reduced in float32; on the CPU (gloo)
 float32, so a 2-process run trains the parameters of a 1-process run to rounding.
 
 The resumable state of a sharded run is a ``torch.distributed.checkpoint`` folder (each process
-writes its own shards; any number of processes can read it back) named by the state file.
+writes its own shards) named by the state file.
 """
 
 from __future__ import annotations
@@ -82,11 +82,15 @@ def save_shards(runner: nn.Module, optimizer: torch.optim.Optimizer, folder: Pat
 def load_shards(runner: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
     """Read the shards :func:`save_shards` wrote into ``runner`` and ``optimizer``."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optim_state = get_state_dict(runner, optimizer, options=_options())
     state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=str(folder))
+    # parameters that never had a gradient (BERT's unused pooler) have no saved AdamW state;
+    # get_state_dict gives every parameter one, which those keep (AdamW skips them anyway)
+    dcp.load(state, checkpoint_id=str(folder),
+             planner=DefaultLoadPlanner(allow_partial_load=True))
     set_state_dict(runner, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optimizer"], options=_options())
 

@@ -511,11 +511,10 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     if batch_size % world.size:
         raise InputError(f"batch_size {batch_size} must be a multiple of the number of "
                          f"processes ({world.size})")
-    if sharding == "fsdp" and world.distributed and (spec.family != "selective"
-                                                      or spec.name == "masked"):
+    if sharding == "fsdp" and (spec.family != "selective" or spec.name == "masked"):
         raise InputError(f"--sharding fsdp trains full and the selective methods (not "
                          f"{spec.name}); use --sharding ddp")
-    if sharding == "fsdp" and world.distributed and snapshots:
+    if sharding == "fsdp" and snapshots:
         raise InputError("--snapshots is not available with --sharding fsdp")
     base = base if isinstance(base, LoadedModel) else load_model(base)
     records = read_jsonl(data, task)
