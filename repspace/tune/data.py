@@ -26,8 +26,12 @@ import torch
 from repspace.errors import FormatError, InputError
 from repspace.models.processors import image_prompt
 from repspace.probes import iter_jsonl, open_image
+from repspace.tune.options import BATCHING
 
 TASKS = ("classification", "generation")
+#: Length batching sorts the shuffled epoch in windows of this many optimizer steps (as capture
+#: sorts its windows of batches): wide enough to group lengths, narrow enough to stay random.
+LENGTH_WINDOW = 8
 _FIELDS = {"classification": ("text", "label"), "generation": ("prompt", "answer")}
 IGNORE = -100
 
@@ -169,6 +173,42 @@ def encode_image_generation(records: Sequence[dict], processor: Any,
         for key, rows in side.items():
             rows.append(list(encoded[key][0]) if key in encoded else [])
     return Encoded(inputs, labels, images, processor.image_processor, extra, side)
+
+
+def step_batches(lengths: Sequence[int], per_step: int, generator: torch.Generator,
+                 batching: str = "length", window: int = LENGTH_WINDOW) -> list[list[int]]:
+    """The examples of each optimizer step of one epoch, from a seeded shuffle.
+
+    ``random``: the permutation ``torch.randperm(n, generator)`` cut into steps of ``per_step``.
+    ``length``: the same permutation cut into windows of ``window * per_step`` examples; each
+    window is sorted by length (stable, so ties keep the shuffle's order), cut into steps, and
+    its steps are put in an order drawn from ``generator``. Every example is in one step, there
+    are ``ceil(n / per_step)`` steps either way (only the last window's longest step may be
+    short), and the same generator state gives the same steps, so runs and resumes repeat bit
+    for bit. A step's micro-batches (and, under ``torchrun``, each process's share) then hold
+    examples of similar lengths, so right-padding to the longest row of a batch adds little
+    (the scheme of Hugging Face's ``group_by_length``, with windows of whole steps).
+    """
+    if batching not in BATCHING:
+        raise InputError(f"unknown batching {batching!r}; choices: {', '.join(BATCHING)}")
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if batching == "random":
+        return [order[i:i + per_step] for i in range(0, len(order), per_step)]
+    steps: list[list[int]] = []
+    span = window * per_step
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        cut = [chunk[i:i + per_step] for i in range(0, len(chunk), per_step)]
+        steps.extend(cut[j] for j in torch.randperm(len(cut), generator=generator).tolist())
+    return steps
+
+
+def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of the positions of right-padded ``batches`` (each as long as its longest row)
+    that are padding: ``1 - sum(lengths) / sum(len(b) * max length in b)``."""
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
+    return 1.0 - real / padded if padded else 0.0
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

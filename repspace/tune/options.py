@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from repspace.utils.options import Options, option
 
+#: How the trainer spreads a model over the processes of a ``torchrun`` launch.
+SHARDING = ("ddp", "fsdp")
+#: How the trainer batches a shuffled epoch (:func:`repspace.tune.data.step_batches`).
+BATCHING = ("length", "random")
+
 
 @dataclass
 class TrainOptions(Options):
@@ -33,5 +38,11 @@ class TrainOptions(Options):
                              "epoch)", minimum=0)
     snapshots: bool = option(False, "write a checkpoint OUT-stem.stepN.pt at every evaluation "
                              "(the points of a training trajectory)")
+    batching: str = option("length", "length (each step's batches hold examples of similar "
+                           "lengths, drawn from a seeded shuffle: less padding) or random",
+                           choices=BATCHING)
+    sharding: str = option("ddp", "under torchrun: ddp (a whole model per process) or fsdp "
+                           "(parameters, gradients and optimizer states sharded across the "
+                           "processes; full and selective methods)", choices=SHARDING)
     save_every: int = option(0, "also save resumable state every N steps (always after each "
                              "epoch)", minimum=0)

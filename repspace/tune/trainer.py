@@ -1,6 +1,7 @@
-"""The embedded trainer: AdamW, cosine schedule with warmup, gradient accumulation and clipping,
-evaluation each epoch, a JSONL log, resumable state, bf16 autocast on CUDA, and several processes
-through DistributedDataParallel.
+"""The embedded trainer: AdamW (fused where the device has the kernel), cosine schedule with
+warmup, gradient accumulation and clipping, length-grouped batches, evaluation each epoch, a JSONL
+log, resumable state, bf16 autocast on CUDA, SDPA attention, and several processes through
+DistributedDataParallel or, with ``sharding="fsdp"``, FSDP2 (:mod:`repspace.tune.sharding`).
 
 ``--batch-size`` is the global micro-batch: under ``torchrun`` each of the N processes takes its
 share of it, and the loss is scaled so that the gradient is the mean over the examples of the
@@ -38,6 +39,7 @@ from repspace.tune.data import (
     encode_image_generation,
     has_images,
     read_jsonl,
+    step_batches,
 )
 from repspace.tune.methods import (
     METHODS,
@@ -51,6 +53,15 @@ from repspace.tune.methods import (
 )
 from repspace.tune.methods.options import PtPeftOptions
 from repspace.tune.options import TrainOptions
+from repspace.tune.sharding import (
+    SHARDS,
+    full_trainable,
+    load_shards,
+    local,
+    remove_shards,
+    save_shards,
+    shard,
+)
 from repspace.tune.tasks import Classifier, Generator
 from repspace.utils.device import resolve_device
 from repspace.utils.distributed import World, init_world
@@ -93,9 +104,19 @@ class _Setup:
     head_lr: float
     save_every: int
     eval_every: int
+    batching: str
+    sharding: str
     state_path: Path
     log_path: Path
     progress: bool
+    #: A sharded run's trainable parameters after its stage, whole on rank 0 (names of the
+    #: task model, ``task_model.`` in front).
+    gathered: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether this run shards the model across processes (FSDP)."""
+        return self.sharding == "fsdp" and self.world.distributed
 
 
 def _task_model(built: Built, base: LoadedModel, task: str, labels: list[str]) -> nn.Module:
@@ -113,6 +134,25 @@ def _set_dropout(model: nn.Module, p: float | None) -> None:
             module.p = p
 
 
+def _use_sdpa(model: nn.Module) -> None:
+    """Switch every submodel that runs eager attention but supports PyTorch's fused
+    ``scaled_dot_product_attention`` to it (the same function, computed in fewer kernels)."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if (getattr(module, "_supports_sdpa", False) and hasattr(module, "set_attn_implementation")
+                and getattr(config, "_attn_implementation", None) == "eager"):
+            module.set_attn_implementation("sdpa")
+
+
+def _adamw(groups: list[dict[str, Any]], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel (one kernel for all parameters) where every parameter sits on
+    a device that has it, else the multi-tensor ``foreach`` one."""
+    params = [p for group in groups for p in group["params"]]
+    fused = all(p.device.type in ("cuda", "cpu") and p.is_floating_point() for p in params)
+    kernel = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(groups, weight_decay=weight_decay, **kernel)
+
+
 def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -123,17 +163,22 @@ def _log(setup: _Setup, record: dict[str, Any]) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def evaluate(model: nn.Module, data: Encoded, setup: _Setup) -> dict[str, float]:
-    """Mean loss and metric (accuracy / exact match) over ``data``."""
+def evaluate(model: nn.Module, data: Encoded, setup: _Setup,
+             runner: nn.Module | None = None) -> dict[str, float]:
+    """Mean loss and metric (accuracy / exact match) over ``data``, in batches of similar
+    lengths; through ``runner`` (the model wrapped for training, needed when it is sharded:
+    every process then runs the whole evaluation) when given."""
     was_training = model.training
     model.eval()
+    step = runner if runner is not None else model.per_example
     hits, losses = [], []
-    with torch.inference_mode(), _autocast(setup.device):
+    by_length = sorted(range(len(data)), key=lambda i: len(data.input_ids[i]))
+    with torch.no_grad(), _autocast(setup.device):
         for start in range(0, len(data), setup.batch_size):
-            indices = list(range(start, min(start + setup.batch_size, len(data))))
+            indices = by_length[start:start + setup.batch_size]
             batch = {k: v.to(setup.device) for k, v in collate(data, indices,
                                                                 setup.pad_id).items()}
-            loss, hit = model.per_example(batch)
+            loss, hit = step(batch)
             losses.append(loss.float().cpu())
             hits.append(hit.cpu())
     model.train(was_training)
@@ -160,17 +205,25 @@ class _PerExample(nn.Module):
 
 
 def _save_state(setup: _Setup, stage: int, epoch: int, step: int, model: nn.Module,
-                optimizer: torch.optim.Optimizer, scheduler: Any,
+                runner: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                 history: list[dict[str, Any]]) -> None:
-    if not setup.world.is_main:
-        return
-    state = {
-        "stage": stage, "epoch": epoch, "step": step,
-        "trainable": {n: p.detach().cpu().clone() for n, p in _trainable(model).items()},
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(), "history": history,
-    }
-    save_atomic(state, setup.state_path)
+    """Save the resumable state: one file on rank 0, or for a sharded run a folder of every
+    process's shards, written first, then named by the file (so a kill leaves the last complete
+    state), then the older folder removed."""
+    state: dict[str, Any] = {"stage": stage, "epoch": epoch, "step": step,
+                             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                             "history": history}
+    if setup.sharded:
+        folder = setup.state_path.name.removesuffix(".state.pt") + f"{SHARDS}{stage}-{epoch}-{step}"
+        save_shards(runner, optimizer, setup.state_path.parent / folder)
+        state["shards"] = folder
+    else:
+        state["trainable"] = {n: p.detach().cpu().clone() for n, p in _trainable(model).items()}
+        state["optimizer"] = optimizer.state_dict()
+    if setup.world.is_main:
+        save_atomic(state, setup.state_path)
+        if setup.sharded:
+            remove_shards(setup.state_path, keep=state["shards"])
 
 
 def _load_state(path: Path) -> dict[str, Any] | None:
@@ -194,21 +247,38 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
     of them before this stage), and is followed by ``snapshot(step)`` when given. Returns the
     number of optimizer steps of this stage.
     """
+    if not _trainable(model):
+        raise InputError("this method leaves nothing to train")
+    world, device = setup.world, setup.device
+    runner: nn.Module = _PerExample(model)
+    if setup.sharded:
+        runner = shard(runner, device, world.size)
+    elif world.distributed:
+        runner = DistributedDataParallel(
+            runner, device_ids=[world.local_rank] if device.type == "cuda" else None)
     params = _trainable(model)
     head = [p for n, p in params.items() if n.startswith("head.")]
     rest = [p for n, p in params.items() if not n.startswith("head.")]
     groups = [{"params": rest, "lr": lr}] if rest else []
     if head:
         groups.append({"params": head, "lr": setup.head_lr if rest else lr})
-    if not groups:
-        raise InputError("this method leaves nothing to train")
-    optimizer = torch.optim.AdamW(groups, weight_decay=setup.weight_decay)
+    optimizer = _adamw(groups, setup.weight_decay)
     per_step = setup.batch_size * setup.grad_accum
     steps_per_epoch = math.ceil(len(setup.train) / per_step)
     total = steps_per_epoch * epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(setup.warmup_ratio * total), total)
     start_epoch, start_step = 0, 0
     if resume_state is not None and resume_state["stage"] == stage:
+        if ("shards" in resume_state) != setup.sharded:
+            raise FormatError("cannot resume: the saved state is "
+                              f"{'' if 'shards' in resume_state else 'not '}sharded; resume with "
+                              f"the --sharding and the number of processes of the first run")
+    if resume_state is not None and resume_state["stage"] == stage and setup.sharded:
+        load_shards(runner, optimizer, setup.state_path.parent / resume_state["shards"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        torch.set_rng_state(resume_state["rng"])
+        start_epoch, start_step = resume_state["epoch"], resume_state["step"]
+    elif resume_state is not None and resume_state["stage"] == stage:
         missing = set(params) ^ set(resume_state["trainable"])
         if missing:
             raise FormatError(f"cannot resume: the saved state trains other parameters "
@@ -220,17 +290,14 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
         scheduler.load_state_dict(resume_state["scheduler"])
         torch.set_rng_state(resume_state["rng"])
         start_epoch, start_step = resume_state["epoch"], resume_state["step"]
-    world, device = setup.world, setup.device
-    runner: nn.Module = _PerExample(model)
-    if world.distributed:
-        runner = DistributedDataParallel(
-            runner, device_ids=[world.local_rank] if device.type == "cuda" else None)
     model.train()
 
     def evaluation(epoch: int, step: int) -> None:
         done = offset + epoch * steps_per_epoch + step
         record: dict[str, Any] = {"stage": stage, "epoch": epoch, "step": done}
-        if setup.eval is not None and world.is_main:
+        if setup.eval is not None and setup.sharded:
+            record.update(evaluate(model, setup.eval, setup, runner))
+        elif setup.eval is not None and world.is_main:
             record.update(evaluate(model, setup.eval, setup))
         history.append(record)
         _log(setup, {**record, "event": "eval"})
@@ -240,27 +307,31 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
     bar = tqdm(total=total, initial=start_epoch * steps_per_epoch + start_step,
                desc=f"train stage {stage}" if stage else "train", unit="step",
                disable=not (setup.progress and world.is_main))
+    lengths = [len(ids) for ids in setup.train.input_ids]
     for epoch in range(start_epoch, epochs):
-        order = torch.randperm(len(setup.train), generator=torch.Generator().manual_seed(
-            setup.seed * 1009 + stage * 101 + epoch)).tolist()
+        order = step_batches(lengths, per_step, torch.Generator().manual_seed(
+            setup.seed * 1009 + stage * 101 + epoch), setup.batching)
         for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
             tic = time.perf_counter()
-            chosen = order[step * per_step:(step + 1) * per_step]
+            chosen = order[step]
             micro = [chosen[i:i + setup.batch_size]
                      for i in range(0, len(chosen), setup.batch_size)]
             micro = [m for m in micro if len(m) >= world.size]
-            total_loss = 0.0
+            total_loss = torch.zeros((), device=device)
             for i, indices in enumerate(micro):
                 mine = indices[world.rank::world.size]
                 batch = {k: v.to(device) for k, v in collate(setup.train, mine,
                                                               setup.pad_id).items()}
                 sync = i == len(micro) - 1 or not world.distributed
-                context = runner.no_sync() if not sync else contextlib.nullcontext()
+                if setup.sharded:
+                    runner.set_requires_gradient_sync(sync)
+                context = (runner.no_sync() if not sync and not setup.sharded
+                           else contextlib.nullcontext())
                 with context, _autocast(device):
                     losses, _ = runner(batch)
                     loss = losses.sum() * world.size / sum(len(m) for m in micro)
                 loss.backward()
-                total_loss += loss.item() / world.size
+                total_loss += loss.detach().float() / world.size
             taken = epoch * steps_per_epoch + step + 1  # this stage's steps, for the hooks
             if hooks is not None and hooks.before is not None:
                 hooks.before(taken, total)
@@ -270,20 +341,24 @@ def train_stage(model: nn.Module, setup: _Setup, *, stage: int, epochs: int, lr:
                 hooks.after(taken, total)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            step_loss, step_norm = torch.stack([total_loss, local(norm).float()]).tolist()
             bar.update()
-            bar.set_postfix(loss=f"{total_loss:.4f}")
-            _log(setup, {"stage": stage, "epoch": epoch, "step": step, "loss": total_loss,
-                         "lr": scheduler.get_last_lr()[0], "grad_norm": float(norm),
+            bar.set_postfix(loss=f"{step_loss:.4f}")
+            _log(setup, {"stage": stage, "epoch": epoch, "step": step, "loss": step_loss,
+                         "lr": scheduler.get_last_lr()[0], "grad_norm": step_norm,
                          "samples_per_s": len(chosen) / (time.perf_counter() - tic)})
             if (setup.eval_every and (step + 1) % setup.eval_every == 0
                     and step + 1 < steps_per_epoch):
                 evaluation(epoch, step + 1)
             if setup.save_every and (step + 1) % setup.save_every == 0:
-                _save_state(setup, stage, epoch, step + 1, model, optimizer, scheduler, history)
+                _save_state(setup, stage, epoch, step + 1, model, runner, optimizer, scheduler,
+                            history)
         evaluation(epoch, steps_per_epoch)
-        _save_state(setup, stage, epoch + 1, 0, model, optimizer, scheduler, history)
+        _save_state(setup, stage, epoch + 1, 0, model, runner, optimizer, scheduler, history)
         world.barrier()
     bar.close()
+    if setup.sharded:
+        setup.gathered = full_trainable(runner)
     return total
 
 
@@ -346,6 +421,7 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
          max_grad_norm: float = _DEFAULTS.max_grad_norm, head_lr: float = _DEFAULTS.head_lr,
          dropout: float | None = _DEFAULTS.dropout, save_every: int = _DEFAULTS.save_every,
          eval_every: int = _DEFAULTS.eval_every, snapshots: bool = _DEFAULTS.snapshots,
+         batching: str = _DEFAULTS.batching, sharding: str = _DEFAULTS.sharding,
          resume: bool = False, progress: bool = True, peft_folder: bool = True,
          **option_values: Any) -> TuneResult:
     """Tune ``base`` with ``method`` on a task and write the tuned checkpoint ``out``.
@@ -388,6 +464,15 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     snapshots : bool
         Write a tuned checkpoint ``<out stem>.step<N>.pt`` at every evaluation: the points of a
         training trajectory, each loadable like ``out`` (stage 1 of ``pt-peft`` as ``prefix``).
+    batching : {"length", "random"}
+        ``length``: each optimizer step takes examples of similar lengths from a seeded shuffle
+        (sorted within windows of 8 steps, :func:`repspace.tune.data.step_batches`), so batches
+        carry little padding; ``random``: the shuffle as it is.
+    sharding : {"ddp", "fsdp"}
+        Under ``torchrun``: ``ddp`` keeps the whole model on every process
+        (DistributedDataParallel); ``fsdp`` shards parameters, gradients and AdamW states across
+        the processes (FSDP2, :mod:`repspace.tune.sharding`), for ``full`` and the selective
+        methods without step hooks; its resumable state is a folder of shards.
     save_every : int
         Also save the resumable state every N optimizer steps (it is saved after every epoch).
     resume : bool
@@ -414,7 +499,8 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
                  grad_accum=grad_accum, seed=seed, device=device, max_length=max_length,
                  warmup_ratio=warmup_ratio, weight_decay=weight_decay,
                  max_grad_norm=max_grad_norm, dropout=dropout, save_every=save_every,
-                 eval_every=eval_every, snapshots=snapshots)
+                 eval_every=eval_every, snapshots=snapshots, batching=batching,
+                 sharding=sharding)
     out = Path(out)
     if out.suffix != ".pt":
         raise InputError(f"checkpoint file name must end in .pt: {out}")
@@ -425,6 +511,11 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     if batch_size % world.size:
         raise InputError(f"batch_size {batch_size} must be a multiple of the number of "
                          f"processes ({world.size})")
+    if sharding == "fsdp" and (spec.family != "selective" or spec.name == "masked"):
+        raise InputError(f"--sharding fsdp trains full and the selective methods (not "
+                         f"{spec.name}); use --sharding ddp")
+    if sharding == "fsdp" and snapshots:
+        raise InputError("--snapshots is not available with --sharding fsdp")
     base = base if isinstance(base, LoadedModel) else load_model(base)
     records = read_jsonl(data, task)
     eval_records = read_jsonl(eval_data, task) if eval_data is not None else None
@@ -436,7 +527,7 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     setup = _Setup(task, train_set, eval_set, pad_id, batch_size, grad_accum, seed, dev, world,
                    warmup_ratio, weight_decay, max_grad_norm, head_lr, save_every,
-                   eval_every, out.with_name(out.stem + ".state.pt"),
+                   eval_every, batching, sharding, out.with_name(out.stem + ".state.pt"),
                    out.with_name(out.stem + ".log.jsonl"), progress)
     state = _load_state(setup.state_path) if resume else None
     if world.is_main:
@@ -451,7 +542,8 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     def training(n_epochs: int, rate: float) -> dict[str, Any]:
         return {"epochs": n_epochs, "lr": rate, "batch_size": batch_size,
                 "grad_accum": grad_accum, "seed": seed, "max_length": max_length,
-                "processes": world.size, "device": dev.type, "metric": metric,
+                "batching": batching, "sharding": sharding, "processes": world.size,
+                "device": dev.type, "metric": metric,
                 "data": data_reference(data),
                 "eval_data": data_reference(eval_data) if eval_data is not None else None}
 
@@ -466,8 +558,10 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
     def build(builder: Any) -> tuple[Built, nn.Module]:
         model = copy.deepcopy(base.model)
         _set_dropout(model, dropout)
+        _use_sdpa(model)
         built = builder(model, options, task)
-        return built, _task_model(built, base, task, labels).to(dev)
+        task_model = _task_model(built, base, task, labels)
+        return built, task_model if setup.sharded else task_model.to(dev)  # FSDP moves shards
 
     if spec.name == "pt-peft":
         pt = options[PtPeftOptions]
@@ -502,6 +596,10 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
         train_stage(model, setup, stage=0, epochs=epochs, lr=lr or spec.lr,
                     resume_state=state, history=history, hooks=built.hooks,
                     snapshot=snapshotter(built, model, spec, epochs, lr or spec.lr))
+        if setup.sharded and world.is_main:  # an unsharded model holding the trained values
+            built, model = build(spec.build)
+            _copy_weights(model, {k.removeprefix("task_model."): v
+                                  for k, v in setup.gathered.items()})
 
     trainable = _trainable(model)
     head_params = sum(p.numel() for n, p in trainable.items() if n.startswith("head."))
@@ -519,6 +617,7 @@ def tune(base: LoadedModel | str | Path, method: str, *, data: str | Path,
             peft_dir = out.with_name(out.stem + "_peft")
             built.peft_model.save_pretrained(str(peft_dir))
         setup.state_path.unlink(missing_ok=True)
+        remove_shards(setup.state_path)
     world.barrier()
     return TuneResult(out, setup.log_path, peft_dir, metric, final, method_params,
                       head_params, total, history, model.eval())
