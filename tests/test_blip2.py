@@ -259,7 +259,7 @@ def test_every_method_trains_what_it_promises(method, family, task, tmp_path):
     result = tune(base, method, data=task, out=tmp_path / f"{method}.pt", epochs=6,
                   batch_size=4, lr=LR.get(method, 1e-2), progress=False, device="cpu",
                   prefix_tokens=P, stage1_epochs=3, dropout=0.0, task="generation",
-                  peft_folder=False)
+                  peft_folder=False, batching="random")
     steps = [r["loss"] for r in map(json.loads, result.log.read_text().splitlines())
              if "loss" in r]
     assert sum(steps[-2:]) < sum(steps[:2]) - 0.01, steps
