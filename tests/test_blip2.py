@@ -15,7 +15,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import repspace
 from repspace.capture import capture, resolve_layers
@@ -27,13 +26,12 @@ from repspace.store import FeatureStore
 from repspace.tune import tune
 from repspace.tune.data import collate, encode_image_generation, read_jsonl
 from repspace.tune.tasks import seq2seq_batch
+from tests.tiny_vlm import write_colour_task
 
 N = 6
 Q = 4  # query tokens
 P = 3  # prefix tokens
 FAMILIES = ["blip2-opt", "blip2-t5", "instructblip"]
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220),
-           "yellow": (230, 220, 20)}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,16 +54,7 @@ def probe() -> Probe:
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("blip_task")
-    rows = []
-    for name, rgb in COLOURS.items():
-        image = Image.new("RGB", (32, 32), (128, 128, 128))
-        image.paste(rgb, (8, 8, 24, 24))
-        image.save(folder / f"{name}.png")
-        rows.append({"image": f"{name}.png", "prompt": "What colour is the square?",
-                     "answer": name})
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder / "train.jsonl"
+    return write_colour_task(tmp_path_factory.mktemp("blip_task"))
 
 
 def processed(loaded, probe):

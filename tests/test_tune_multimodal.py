@@ -25,9 +25,8 @@ from repspace.models.processors import image_prompt
 from repspace.tune import tune
 from repspace.tune.data import IGNORE, collate, encode_image_generation, read_jsonl
 from repspace.tune.methods import METHODS, parse_options
+from tests.tiny_vlm import COLOURS, write_colour_task
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220),
-           "yellow": (230, 220, 20)}
 P = 3  # prefix / prompt tokens
 LR = {"prefix": 0.5, "prompt": 0.5, "ia3": 0.5, "pt-peft": 1e-2}
 
@@ -38,16 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     """Four 32 x 32 images (a coloured square on grey) and 'what colour?' questions."""
-    folder = tmp_path_factory.mktemp("vlm_task")
-    rows = []
-    for name, rgb in COLOURS.items():
-        image = Image.new("RGB", (32, 32), (128, 128, 128))
-        image.paste(rgb, (8, 8, 24, 24))
-        image.save(folder / f"{name}.png")
-        rows.append({"image": f"{name}.png", "prompt": "What colour is the square?",
-                     "answer": name})
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder / "train.jsonl"
+    return write_colour_task(tmp_path_factory.mktemp("vlm_task"))
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2vl"])

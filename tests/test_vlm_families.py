@@ -14,7 +14,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import repspace
 from repspace.capture import capture, resolve_layers
@@ -23,11 +22,10 @@ from repspace.probes import IMAGE_PROBE, Probe, load_probe
 from repspace.store import FeatureStore
 from repspace.tune import tune
 from repspace.tune.data import collate, encode_image_generation, read_jsonl
+from tests.tiny_vlm import write_colour_task
 
 N = 6
 P = 3  # prefix tokens
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220),
-           "yellow": (230, 220, 20)}
 
 #: Per family: builder, vision tower, connector, language model (module paths), and per 64 x 64
 #: probe image the vision tokens, connector tokens and image tokens in the language model.
@@ -62,16 +60,7 @@ def probe() -> Probe:
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vlm_family_task")
-    rows = []
-    for name, rgb in COLOURS.items():
-        image = Image.new("RGB", (32, 32), (128, 128, 128))
-        image.paste(rgb, (8, 8, 24, 24))
-        image.save(folder / f"{name}.png")
-        rows.append({"image": f"{name}.png", "prompt": "What colour is the square?",
-                     "answer": name})
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder / "train.jsonl"
+    return write_colour_task(tmp_path_factory.mktemp("vlm_family_task"))
 
 
 def processed(loaded, probe):
