@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 
 from repspace.errors import InputError
 from repspace.metrics._validate import as_matrix, centered, check_fraction, check_pair
+from repspace.metrics.spectrum import energy_count
 
 
 def svcca(X: ArrayLike, Y: ArrayLike, keep: float = 0.99) -> float:
@@ -127,9 +128,7 @@ def _basis(Xc: np.ndarray, name: str, keep: float = 1.0) -> np.ndarray:
     s = s[s > s[0] * max(Xc.shape) * eps]
     k = s.size
     if keep < 1.0:
-        explained = np.cumsum(s**2) / np.sum(s**2)
-        reached = explained >= keep - np.arange(1, s.size + 1) * eps
-        k = int(np.argmax(reached)) + 1 if reached.any() else s.size
+        k = energy_count(s**2, keep)
     n = Xc.shape[0]
     if n <= k + 1:
         raise InputError(

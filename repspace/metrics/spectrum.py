@@ -220,10 +220,20 @@ def rank_ratio(token_matrices: Sequence[ArrayLike], energy: float = 0.9) -> floa
     """
     energy = check_fraction(energy, "energy")
     spectrum = mean_normalized_spectrum(token_matrices)
-    cumulative = np.cumsum(spectrum) / spectrum.sum()
-    # The relative tolerance counts a sum that reaches `energy` up to rounding as reaching it.
-    k = np.count_nonzero(cumulative < energy * (1 - 1e-10)) + 1
-    return k / spectrum.size
+    return energy_count(spectrum, energy) / spectrum.size
+
+
+def energy_count(power: np.ndarray, energy: float) -> int:
+    """The smallest k with ``sum_{i<=k} p_i >= energy * sum_i p_i`` for ``power`` sorted
+    descending (squared singular values, or a spectrum's mass).
+
+    A cumulative fraction within its rounding (k * eps) of ``energy`` counts as reaching it,
+    and nothing else does: a trailing direction holding a tiny but real share of the mass (a
+    column scaled by 1e-5 holds 1e-10 of it) is still counted at ``energy = 1``.
+    """
+    cumulative = np.cumsum(power) / np.sum(power)
+    reached = cumulative >= energy - np.arange(1, power.size + 1) * np.finfo(np.float64).eps
+    return int(np.argmax(reached)) + 1 if reached.any() else int(power.size)
 
 
 def _nonzero_spectrum(X: ArrayLike, center: bool, metric: str) -> np.ndarray:

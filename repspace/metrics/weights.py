@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 from repspace.errors import InputError
 from repspace.metrics._validate import as_matrix, check_fraction, real_array
 from repspace.metrics.alignment import subspace_angles
-from repspace.metrics.spectrum import effective_rank_from_spectrum
+from repspace.metrics.spectrum import effective_rank_from_spectrum, energy_count
 
 Side = Literal["left", "right"]
 
@@ -166,9 +166,7 @@ def energy_rank(singular_values: ArrayLike, energy: float = 0.9) -> int:
     power = s**2
     if power.sum() == 0:
         return 0
-    cumulative = np.cumsum(power) / power.sum()
-    # The relative tolerance counts a sum that reaches `energy` up to rounding as reaching it.
-    return int(np.count_nonzero(cumulative < energy * (1 - 1e-10)) + 1)
+    return energy_count(power, energy)
 
 
 def _singular_vectors(U: np.ndarray, Vt: np.ndarray, side: Side) -> np.ndarray:

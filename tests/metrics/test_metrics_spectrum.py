@@ -107,6 +107,13 @@ def test_rank_ratio_worked_by_hand():
     assert rank_ratio([A, B]) == pytest.approx(2 / 3)
 
 
+def test_rank_ratio_keeps_a_tiny_real_direction_at_full_energy():
+    # (1, 1, 1e-5) -> mass 1e-5 / (2 + 1e-5) in the last direction: full energy needs all 3.
+    A = np.diag([1.0, 1.0, 1e-5])
+    assert rank_ratio([A], energy=1.0) == pytest.approx(1.0)
+    assert rank_ratio([np.diag([1.0, 1.0, 0.0])], energy=1.0) == pytest.approx(2 / 3)
+
+
 def test_common_length_is_min_of_longest_sample_and_dimension():
     rng = np.random.default_rng(6)
     assert mean_normalized_spectrum([rng.normal(size=(9, 4)), rng.normal(size=(2, 4))]).size == 4

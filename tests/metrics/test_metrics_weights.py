@@ -62,6 +62,14 @@ def test_norms_and_effective_rank_against_direct_formulas(rng):
     assert metrics.energy_rank([0.0, 0.0]) == 0
 
 
+def test_energy_rank_counts_a_tiny_real_direction():
+    # The third direction holds 1e-10 / 2 of the energy: real, so all of it needs 3 directions
+    # (a relative cut of 1e-10 used to drop it); an exact zero adds nothing.
+    assert metrics.energy_rank([1.0, 1.0, 1e-5], 1.0) == 3
+    assert metrics.energy_rank([1.0, 1.0, 0.0], 1.0) == 2
+    assert metrics.energy_rank([1.0, 1.0, 1e-5], 0.4) == 1
+
+
 def test_vector_norms(rng):
     b = rng.normal(size=50)
     d = 0.1 * rng.normal(size=50)
