@@ -94,3 +94,42 @@ def test_full_finetuning_learns_the_answers(decoder):
                   out=folder / "learn.pt", epochs=20, batch_size=8, lr=3e-3, dropout=0.0,
                   progress=False, device="cpu")
     assert result.final_metric == 1.0
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_prefix_from_activations_is_the_base_reading_those_tokens(kind):
+    # Li & Liang's initialisation: the prefixed model on x equals the base on (tokens, x).
+    import copy
+
+    from repspace.tune.methods.base import wrap_peft
+    from repspace.tune.methods.options import parse_options
+    from repspace.tune.methods.prompt import init_prefix_from_activations, prefix_config
+
+    model = _model(kind).eval()
+    reference = copy.deepcopy(model)
+    config = lambda: prefix_config(parse_options({"prefix_tokens": 3}), "generation")  # noqa: E731
+    built = wrap_peft(model, config())
+    tokens, x = torch.tensor([5, 9, 12]), torch.tensor([[3, 4, 7, 6]])
+    with torch.no_grad():
+        random_start = built.peft_model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+        init_prefix_from_activations(built.peft_model, tokens)
+        prefixed = built.peft_model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+        plain = reference(input_ids=torch.cat([tokens[None], x], 1)).logits[:, 3:]
+    torch.testing.assert_close(prefixed, plain, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(random_start, plain, atol=1e-3)
+
+
+def test_prefix_init_activations_trains_and_refuses_a_projection(decoder):
+    base, data, folder = decoder
+    result = tune(base, "prefix", task="generation", data=data, eval_data=data,
+                  out=folder / "prefix-activations.pt", epochs=4, batch_size=8, lr=3e-2,
+                  progress=False, prefix_tokens=4, prefix_init="activations", device="cpu")
+    steps = [r["loss"] for r in map(json.loads, result.log.read_text().splitlines())
+             if "loss" in r]
+    assert sum(steps[-3:]) < sum(steps[:3])
+    payload = torch.load(result.checkpoint, weights_only=True)
+    assert payload["method_config"]["prefix"]["init"] == "activations"
+    with pytest.raises(repspace.InputError, match="prefix-projection"):
+        tune(base, "prefix", task="generation", data=data, out=folder / "no.pt", epochs=1,
+             batch_size=8, progress=False, prefix_init="activations", prefix_projection=True,
+             device="cpu")

@@ -54,6 +54,10 @@ class PrefixOptions(Options):
     tokens: int = option(10, "virtual tokens of the prefix")
     projection: bool = option(False, "reparameterise the prefix through an MLP")
     hidden: int = option(256, "hidden size of the prefix MLP (with --prefix-projection)")
+    init: str = option("random", "prefix start: random (PEFT's N(0, 1) keys/values) or "
+                       "activations (the base decoder's own keys/values of random vocabulary "
+                       "tokens, as Li & Liang initialise from real words)",
+                       choices=("random", "activations"))
 
 
 @dataclass
