@@ -37,7 +37,7 @@ def prefix_config(o: MethodOptions, task: str) -> peft.PrefixTuningConfig:
 def init_prefix_from_activations(peft_model: peft.PeftModel, token_ids: torch.Tensor) -> None:
     """Set a PEFT prefix to the keys and values the base decoder computes for ``token_ids``
     (one sequence of ``num_virtual_tokens`` ids), so that the prefixed model on an input x
-    equals the base model on ``token_ids`` followed by x (Li & Liang 2021, section 7.2: a
+    equals the base model on ``token_ids`` followed by x (Li & Liang 2021 report that a
     prefix initialised from activations of real words trains more stably than a random one).
 
     PEFT lays the prefix embedding out as (T, 2 L, H_kv, D): for token t, layer l's key is
