@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import peft
 import pytest
 import torch
 import transformers
@@ -14,8 +15,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 import repspace
 from repspace.models.checkpoint import write_checkpoint
 from repspace.models.sources import base_payload
-from repspace.tune import tune
-from repspace.tune.data import IGNORE, encode_generation
+from repspace.tune import tasks, tune
+from repspace.tune.data import IGNORE, collate, encode_generation
 
 PAIRS = [("france", "paris"), ("italy", "rome"), ("spain", "madrid"), ("japan", "tokyo"),
          ("egypt", "cairo"), ("peru", "lima"), ("kenya", "nairobi"), ("chile", "santiago")]
@@ -61,6 +62,35 @@ def test_loss_covers_answer_tokens_only():
     tokenizer = _tokenizer()
     assert encoded.input_ids[0] == tokenizer("capital of peru ? lima")["input_ids"] + [1]
     assert encoded.labels[0] == [IGNORE] * 4 + [tokenizer.convert_tokens_to_ids("lima"), 1]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("wrap", ["none", "lora", "prefix", "prompt"])
+def test_answer_position_logits_equal_the_full_head(kind, wrap, monkeypatch):
+    """The LM head at answer positions only (``logits_to_keep``) gives the loss and exact
+    match of the head over every position, also when a prompt method prepends tokens."""
+    model = _model(kind)
+    task = peft.TaskType.CAUSAL_LM
+    config = {"lora": peft.LoraConfig(task_type=task, r=4, init_lora_weights=False),
+              "prefix": peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=3),
+              "prompt": peft.PromptTuningConfig(task_type=task, num_virtual_tokens=3)}.get(wrap)
+    model = peft.get_peft_model(model, config) if config else model
+    records = [{"prompt": "capital of " + " ".join([c] * (1 + i % 4)) + " ?", "answer": a}
+               for i, (c, a) in enumerate(PAIRS)]
+    data = encode_generation(records, _tokenizer(), 32)
+    batch = collate(data, list(range(len(records))), 0)
+    seen = []
+    model.register_forward_pre_hook(lambda _, args, kw: seen.append(kw), with_kwargs=True)
+    generator = tasks.Generator(model).eval()
+    with torch.no_grad():
+        loss, correct = generator.per_example(batch)
+        monkeypatch.setattr(tasks, "_takes_logits_to_keep", lambda _: False)
+        full_loss, full_correct = generator.per_example(batch)
+    assert "logits_to_keep" in seen[0] and "logits_to_keep" not in seen[1]
+    assert len(seen[0]["logits_to_keep"]) < batch["input_ids"].shape[1] - 1
+    torch.testing.assert_close(loss, full_loss, rtol=0, atol=1e-6)
+    assert torch.equal(correct, full_correct)
+    assert loss.min() > 0
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "prefix", "prompt", "adapter", "pt-peft"])
