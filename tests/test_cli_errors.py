@@ -757,6 +757,36 @@ def test_an_internal_error_is_one_line_with_status_1(capsys: pytest.CaptureFixtu
         "the traceback")
 
 
+def _import_failed_by_interrupt() -> ImportError:
+    """What pybind11 raises when Ctrl-C arrives while an extension module initialises."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as interrupt:
+        error = ImportError("initialization failed")
+        error.__cause__ = interrupt
+        return error
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_an_import_interrupted_by_ctrl_c_is_an_interrupt(capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path, five: Path,
+                                                         base_pt: Path, wrap: bool) -> None:
+    """Not an internal error: the interrupt is found behind the ImportError, also when a library
+    re-raises that as its own error."""
+    error: BaseException = _import_failed_by_interrupt()
+    if wrap:
+        wrapped = RuntimeError("Failed to import transformers.models.bert")
+        wrapped.__cause__ = error
+        error = wrapped
+    _forward_raises(monkeypatch, error)
+    code, out, err = run_cli(capsys, ["capture", base_pt, "--data", five, "--out",
+                                      tmp_path / "o.h5"])
+    assert (code, out) == (130, "")
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "repspace: error: interrupted"
+
+
 def test_disk_full_while_writing_a_checkpoint(capsys: pytest.CaptureFixture,
                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                               minilm_dir: Path) -> None:

@@ -653,6 +653,20 @@ def _interrupted(*, program: bool) -> int:
     return code
 
 
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised because of a Ctrl-C: an extension module interrupted while it
+    initialises reports ``ImportError: initialization failed`` raised from the interrupt, and
+    libraries re-raise import errors as their own."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only saves figures
@@ -677,6 +691,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         return _error(_os_error(exc, args))
     except Exception as exc:  # the last line of defence: one line, never a traceback
+        if _caused_by_interrupt(exc):
+            raise KeyboardInterrupt from exc
         return _error(f"internal error ({type(exc).__name__}: {exc}); "
                       "set REPSPACE_DEBUG=1 for the traceback", 1)
     finally:
