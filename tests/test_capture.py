@@ -169,6 +169,38 @@ def test_tiny_decoders_blocks_and_padding(kind, tmp_path):
             np.testing.assert_allclose(store.pooled(f"{stack}.2")[i], last.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_skip_first_leaves_out_the_first_token(kind, tmp_path):
+    """``skip_first``: the pooled mean and the token matrices of every sample are those of its
+    unpadded forward without position 0 (computed here from the full-token capture), the store
+    says so, and the cache key differs from a capture with every token."""
+    from repspace.capture.run import capture_settings
+
+    torch.manual_seed(0)
+    model, stack = _tiny_decoder(kind)
+    loaded = repspace.LoadedModel(model=model.eval(), tokenizer=_ToyTokenizer(),
+                                  fingerprint=kind, source=kind)
+    probe = Probe.from_texts(["one two three four five six", "seven eight", "nine ten eleven"])
+    layer = f"{stack}.1"
+    paths = {skip: repspace.capture(loaded, probe, out=tmp_path / f"{skip}.h5", layers=layer,
+                                    tokens=True, batch_size=3, skip_first=skip, progress=False)
+             for skip in (False, True)}
+    with FeatureStore(paths[False]) as every, FeatureStore(paths[True]) as skipped:
+        full = every.tokens(layer)
+        assert skipped.token_counts(layer).tolist() == [5, 1, 2]
+        for got, want in zip(skipped.tokens(layer), full, strict=True):
+            np.testing.assert_allclose(got, want[1:], atol=1e-6)
+        np.testing.assert_allclose(skipped.pooled(layer), np.stack([t[1:].mean(0) for t in full]),
+                                   atol=1e-6)
+        assert skipped.layer_attrs(layer)["token_selection"] == "real tokens after the first"
+    assert capture_settings([layer], "mean", True, 128) != capture_settings(
+        [layer], "mean", True, 128, skip_first=True)
+    with pytest.raises(InputError, match="skip_first needs at least 2 tokens"):
+        repspace.capture(loaded, Probe.from_texts(["one two", "three"]), out=tmp_path / "x.h5",
+                         layers=layer, skip_first=True, progress=False)
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_pooling_tokens_keeps_mean_and_every_token(base, probe, tmp_path):
     path = repspace.capture(base, probe.subset(5), out=tmp_path / "t.h5", pooling="tokens",
                             layers="encoder.layer.1", progress=False)

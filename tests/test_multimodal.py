@@ -232,6 +232,11 @@ def test_text_probe_on_a_vision_language_model(llava, tmp_path):
         captured(llava, probe, tmp_path / "v", layers="vision")
 
 
+def test_skip_first_is_for_text_probes(llava, image_probe, tmp_path):
+    with pytest.raises(InputError, match="skip_first applies to text probes"):
+        captured(llava, image_probe, tmp_path, layers="language", skip_first=True)
+
+
 def test_image_probe_needs_a_vision_language_model(base, image_probe, tmp_path):
     with pytest.raises(InputError, match="no image processor"):
         captured(base, image_probe, tmp_path, layers="blocks")

@@ -42,12 +42,13 @@ def store_path(cache_dir: Path, model: LoadedModel, probe: Probe, settings: dict
 def cached_capture(model: LoadedModel, probe: Probe, *, cache_dir: Path, layers: list[str],
                    pooling: str, tokens: bool, max_length: int, batch_size: int, device: str,
                    progress: bool, modality: str = "split",
-                   vision_tokens: str = "patches") -> Path:
+                   vision_tokens: str = "patches", skip_first: bool = False) -> Path:
     """Capture ``model`` unless a complete store with the same key is cached (an interrupted
-    one is resumed). ``modality`` and ``vision_tokens`` apply to image+text probes."""
+    one is resumed). ``modality`` and ``vision_tokens`` apply to image+text probes;
+    ``skip_first`` leaves each sample's first token out (:func:`repspace.capture.capture`)."""
     image_text = ({"modality": modality, "vision_tokens": vision_tokens}
                   if probe.images is not None else None)
-    settings = capture_settings(layers, pooling, tokens, max_length, image_text)
+    settings = capture_settings(layers, pooling, tokens, max_length, image_text, skip_first)
     path = store_path(cache_dir, model, probe, settings)
     if path.exists():
         try:
@@ -62,7 +63,7 @@ def cached_capture(model: LoadedModel, probe: Probe, *, cache_dir: Path, layers:
     return capture(model, probe, out=path, layers=layers, pooling=pooling, tokens=tokens,
                    batch_size=batch_size, max_length=max_length, device=device,
                    resume=True, progress=progress, modality=modality,
-                   vision_tokens=vision_tokens)
+                   vision_tokens=vision_tokens, skip_first=skip_first)
 
 
 @dataclass

@@ -98,7 +98,7 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
             max_length: int = _CAPTURE.max_length, device: str = _CAPTURE.device,
             cache_dir: str | Path | None = None, out: str | Path | None = None,
             weights: bool = True, progress: bool = True, modality: str = _CAPTURE.modality,
-            vision_tokens: str = _CAPTURE.vision_tokens,
+            vision_tokens: str = _CAPTURE.vision_tokens, skip_first: bool = _CAPTURE.skip_first,
             memory_budget: int | float | str | None = None) -> CompareResult:
     """Compare each tuned model with ``base``, layer by layer, on one probe set.
 
@@ -119,6 +119,9 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     ``all``), image tokens (``LAYER@image``) and text tokens (``LAYER@text``); vision-tower and
     connector layers have modality ``image``. Every record carries its ``modality``
     (``text`` for text probes), and tables and figures are also drawn per modality.
+
+    ``skip_first`` leaves each sample's first token out of every feature: for decoder language
+    models, whose first token is the attention sink (see :func:`repspace.capture.capture`).
 
     ``memory_budget`` (bytes, or a size such as ``"2GB"``; default: half the physical memory)
     bounds what the metrics hold. When the in-memory comparison would need more
@@ -153,7 +156,8 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     options = {"cache_dir": cache, "layers": names, "pooling": pooling, "tokens": tokens,
                "max_length": max_length, "batch_size": batch_size, "device": device,
-               "progress": progress, "modality": modality, "vision_tokens": vision_tokens}
+               "progress": progress, "modality": modality, "vision_tokens": vision_tokens,
+               "skip_first": skip_first}
     base_store = FeatureStore(cached_capture(base_model, probe, **options))
     stores = [FeatureStore(cached_capture(m, probe, **options)) for m in models]
     labels = model_names(tuned)
@@ -166,7 +170,8 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
                 for label, m in zip(labels, models, strict=True)],
         layers=names, records=[],
         settings={"probe": probe.source, "probe_fingerprint": probe.fingerprint,
-                  "n_samples": len(probe), "pooling": pooling, "k": k, "max_length": max_length,
+                  "n_samples": len(probe), "pooling": pooling, "skip_first": skip_first, "k": k,
+                  "max_length": max_length,
                   "cka_estimators": ["biased (cka)", "debiased (cka_debiased)"]})
     result.stores = {name: str(s.path) for name, s in zip(["base", *labels],
                                                           [base_store, *stores], strict=True)}

@@ -19,6 +19,10 @@ class CaptureOptions(Options):
     pooling: str = option("mean", "pool real tokens by mean, first (CLS) or last token; "
                           "'tokens' is mean and also keeps every token",
                           choices=("mean", "first", "last", "tokens"))
+    skip_first: bool = option(False, "leave each sample's first token out of pooling and token "
+                              "matrices: in decoder LMs it is the attention sink, whose hidden "
+                              "state can be over 100x larger than the others' (Sun et al. "
+                              "2024)")
     modality: str = option("split", "image+text probes: language-model tokens to keep; split "
                            "stores all, image and text tokens as LAYER, LAYER@image, LAYER@text",
                            choices=("split", "all", "image", "text"))

@@ -21,7 +21,13 @@ from repspace.capture.shard import (
     shard_span,
     window_order,
 )
-from repspace.capture.tokens import POOLINGS, pool, real_positions, split_tokens
+from repspace.capture.tokens import (
+    POOLINGS,
+    pool,
+    real_positions,
+    split_tokens,
+    without_first,
+)
 from repspace.errors import InputError
 from repspace.models import LoadedModel, load_model
 from repspace.probes import Probe, load_probe
@@ -32,11 +38,12 @@ from repspace.utils.files import check_output
 
 
 def capture_settings(layers: list[str], pooling: str, tokens: bool, max_length: int,
-                     image_text: dict | None = None) -> dict:
+                     image_text: dict | None = None, skip_first: bool = False) -> dict:
     """The settings that determine a store's contents (the cache key besides model and probe);
-    ``image_text`` adds the modality options of an image+text probe."""
+    ``image_text`` adds the modality options of an image+text probe, ``skip_first`` is recorded
+    only when set (stores captured before it existed keep their keys)."""
     return {"layers": layers, "pooling": pooling, "tokens": tokens, "max_length": max_length,
-            **(image_text or {})}
+            **(image_text or {}), **({"skip_first": True} if skip_first else {})}
 
 
 def _encode(tokenizer: Any, texts: list[str], max_length: int,
@@ -60,7 +67,8 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
             device: str | torch.device = _DEFAULTS.device, resume: bool = False,
             progress: bool = True, shard: tuple[int, int] | None = None,
             modality: str = _DEFAULTS.modality,
-            vision_tokens: str = _DEFAULTS.vision_tokens) -> Path:
+            vision_tokens: str = _DEFAULTS.vision_tokens,
+            skip_first: bool = _DEFAULTS.skip_first) -> Path:
     """Run ``model`` over ``probe`` and write per-layer features to the HDF5 store ``out``.
 
     Features are taken under ``torch.inference_mode()``, moved to the CPU as float32 at once and
@@ -107,6 +115,13 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
         :mod:`repspace.capture.multimodal`.
     vision_tokens : {"patches", "cls"}
         Which vision-tower tokens of a vision-language model to keep.
+    skip_first : bool
+        Leave each sample's first real token out of the pooled features and token matrices
+        (text probes). In decoder language models that token is the attention sink: in the
+        middle layers its hidden state is often over 100x larger than the others' (190x in
+        SmolLM2-135M; Sun et al. 2024, "Massive Activations in Large Language Models"), so it
+        dominates a mean over tokens, and a prefix, which gives the model other keys to attend
+        to, removes it.
 
     Returns
     -------
@@ -130,7 +145,9 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
     window = batch_size * WINDOW_BATCHES
     image_text = ({"modality": modality, "vision_tokens": vision_tokens}
                   if probe.images is not None else None)
-    settings = capture_settings(names, pooling, tokens, max_length, image_text)
+    if skip_first and image_text is not None:
+        raise InputError("skip_first applies to text probes; this probe has images")
+    settings = capture_settings(names, pooling, tokens, max_length, image_text, skip_first)
     target, whole, shard_of = Path(out), probe, None
     if world.distributed:
         shard, target = (world.rank, world.size), shard_path(out, world.rank)
@@ -149,7 +166,7 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
         _capture_windows(loaded, probe, target, meta, names, tokens=tokens, pooling=pooling,
                          batch_size=batch_size, max_length=max_length, device=dev,
                          resume=resume, progress=progress and world.is_main,
-                         image_text=image_text)
+                         image_text=image_text, skip_first=skip_first)
     if world.distributed:
         world.barrier()
         if world.is_main:
@@ -196,12 +213,15 @@ def _needs_pixels(model: torch.nn.Module) -> bool:
 def _capture_windows(loaded: LoadedModel, probe: Probe, out: Path, meta: dict,
                      names: list[str], *, tokens: bool, pooling: str, batch_size: int,
                      max_length: int, device: torch.device, resume: bool,
-                     progress: bool, image_text: dict | None = None) -> Path:
+                     progress: bool, image_text: dict | None = None,
+                     skip_first: bool = False) -> Path:
     """Capture ``probe`` into the store ``out`` window by window (one store segment each);
-    ``image_text`` (the modality options) for a probe with images."""
+    ``image_text`` (the modality options) for a probe with images; ``skip_first`` leaves each
+    sample's first token out."""
+    selection = "real tokens after the first" if skip_first else "real tokens"
     layer_attrs = {name: {"module_path": split_layer(name)[0],
                           "captures": "input" if split_layer(name)[1] else "output",
-                          "token_selection": "real tokens", "modality": "text", "dim": None}
+                          "token_selection": selection, "modality": "text", "dim": None}
                    for name in names}
     plan = None if image_text is None else ImageTextCapture(
         loaded, names, pooling=pooling, tokens=tokens, modality=image_text["modality"],
@@ -220,14 +240,15 @@ def _capture_windows(loaded: LoadedModel, probe: Probe, out: Path, meta: dict,
             captured.clear()
             loaded.model(**batch)
             mask = batch["attention_mask"].to("cpu")
+            kept = without_first(mask) if skip_first else mask
             pooled, token_mats = {}, {}
             for name in names:
                 if name not in captured:
                     raise InputError(f"layer {name} did not run in the forward pass")
                 hidden = real_positions(captured[name], mask, loaded.virtual_tokens, name)
-                pooled[name] = pool(hidden, mask, pooling).numpy()
+                pooled[name] = pool(hidden, kept, pooling).numpy()
                 if tokens:
-                    token_mats[name] = [t.numpy() for t in split_tokens(hidden, mask)]
+                    token_mats[name] = [t.numpy() for t in split_tokens(hidden, kept)]
             return pooled, token_mats
 
         with StoreWriter(out, meta=meta, layers=layer_attrs, tokens=tokens,

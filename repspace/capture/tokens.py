@@ -40,6 +40,17 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return hidden[torch.arange(hidden.shape[0]), index]
 
 
+def without_first(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` (B, T) without each sample's first real token (the attention sink of decoder
+    language models: Sun et al. 2024, "Massive Activations in Large Language Models")."""
+    if (mask.sum(1) < 2).any():
+        raise InputError("skip_first needs at least 2 tokens in every sample; a sample of the "
+                         "probe has 1 (drop it or capture without skip_first)")
+    kept = mask.clone()
+    kept[torch.arange(mask.shape[0]), mask.argmax(1)] = 0
+    return kept
+
+
 def split_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     """The (L_i, d) real-token matrix of every sample."""
     keep = mask.bool()

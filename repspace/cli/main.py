@@ -61,7 +61,8 @@ def _cmd_capture(args: argparse.Namespace) -> int:
                    tokens=args.tokens, batch_size=args.batch_size, max_length=args.max_length,
                    device=args.device, resume=args.resume,
                    shard=parse_shard(args.shard) if args.shard else None,
-                   modality=args.modality, vision_tokens=args.vision_tokens)
+                   modality=args.modality, vision_tokens=args.vision_tokens,
+                   skip_first=args.skip_first)
     if not World.from_env().is_main:  # torchrun: rank 0 reports the merged store
         return 0
     kept = args.resume and before is not None and before == _file_identity(path)
@@ -104,7 +105,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                      limit=args.limit, batch_size=args.batch_size, max_length=args.max_length,
                      device=args.device, cache_dir=args.cache_dir, out=args.out,
                      modality=args.modality, vision_tokens=args.vision_tokens,
-                     weights=not args.no_weights, memory_budget=args.memory_budget)
+                     skip_first=args.skip_first, weights=not args.no_weights,
+                     memory_budget=args.memory_budget)
     print(result.table())
     if result.weights is not None:
         print("\nweight space (tuned checkpoints against the base):\n" + result.weights.table())
