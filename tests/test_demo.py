@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from repspace import metrics
@@ -208,3 +209,40 @@ def test_decoder_study_measures_forgetting_and_last_tokens(decoder):
     assert "prefix forgets less than LoRA" in claims
     markdown = (out / "report.md").read_text()
     assert "GK accuracy" in markdown and "LM loss" in markdown
+    assert "CKA task (last token)" in markdown
+    assert "after the first (the attention sink)" in markdown
+
+
+def test_decoder_features_skip_the_sink_and_last_tokens_recompute(decoder):
+    """Decoder stores leave the first token (the attention sink) out; each ``SET@last`` store
+    holds the last row of that set's token matrices, and the last-token CKA and its claim
+    checks are recomputed from those stores."""
+    out, results = decoder
+    last = results["layers"][-1]
+
+    def features(stores: dict, name: str) -> tuple[np.ndarray, np.ndarray, list | None]:
+        with FeatureStore(out / stores[name]) as store, \
+                FeatureStore(out / stores[f"{name}@last"]) as final:
+            assert store.meta["settings"]["skip_first"] is True
+            assert final.meta["pooling"] == "last"
+            tokens = store.tokens(last) if store.has_tokens else None
+            return store.pooled(last), final.pooled(last), tokens
+
+    base = {s: features(results["base"]["stores"], s) for s in ("task", "general")}
+    for pooled, final, tokens in base.values():
+        np.testing.assert_allclose(pooled, np.stack([t.mean(0) for t in tokens]), rtol=1e-5,
+                                   atol=1e-4)
+        np.testing.assert_allclose(final, np.stack([t[-1] for t in tokens]), atol=1e-6)
+    summary = {row["method"]: row for row in results["summary"]}
+    for run in results["runs"]:
+        for s in ("task", "general"):
+            tuned = features(run["stores"], s)[1]
+            assert run[s][-1]["cka_last_token"] == pytest.approx(
+                metrics.linear_cka(base[s][1], tuned), abs=1e-9)
+    last_checks = [c for c in results["checks"] if c["probe_set"].endswith(", last token")]
+    assert {c["probe_set"] for c in last_checks} == {"task, last token", "general, last token"}
+    for check in last_checks:
+        a, b = check["values"]
+        key = f"{check['probe_set'].split(',')[0]}_cka_last_token_mean"
+        assert check["values"][a] == pytest.approx(summary[a][key], abs=1e-9)
+        assert check["estimate"] == pytest.approx(summary[a][key] - summary[b][key], abs=1e-9)

@@ -5,7 +5,9 @@ representation space, prefix tuning keeps it, and PT-PEFT (prefix first, then Lo
 gets the task score of the first with the preservation of the second. Representation checks are
 decided on the task inputs (the paper's setting) and repeated on general text (stricter: inputs
 the tuning never saw); score checks on the task's eval set; forgetting checks on the general
-measures; the trajectory checks compare arms at the task score both reach.
+measures; the trajectory checks compare arms at the task score both reach. Decoder studies
+also decide the CKA checks on the last token's hidden state (probe sets ``task, last token``
+and ``general, last token``): the state the next token is generated from.
 
 Verdicts: ``✓`` the 95% CI lies on the claim's side of the threshold; ``~`` the estimate does
 but the CI crosses it (not resolved at this sample size); ``✗`` the estimate is on the other

@@ -76,13 +76,16 @@ def terminal_rows(result: Any) -> list[list[str]]:
 
 
 def columns(result: Any) -> list[tuple[str, str]]:
-    """``(key, title)`` of the per-arm table: the task score, then per probe set CKA, the
-    effective-rank ratio and the rank ratio at the last layer, then forgetting."""
+    """``(key, title)`` of the per-arm table: the task score, then per probe set CKA (also on
+    the last token when the study captured it), the effective-rank ratio and the rank ratio at
+    the last layer, then forgetting."""
     score = "Accuracy" if result.metric == "accuracy" else "Exact match"
     cols = [("method", "Method"), ("score", score)]
     for s, tag in (("task", "task"), ("general", "general")):
-        cols += [(f"{s}_cka", f"CKA {tag}"), (f"{s}_cka_debiased", f"CKA {tag} (debiased)"),
-                 (f"{s}_effective_rank_ratio", f"Eff. rank ratio {tag}"),
+        cols += [(f"{s}_cka", f"CKA {tag}"), (f"{s}_cka_debiased", f"CKA {tag} (debiased)")]
+        if f"{s}_cka_last_token_mean" in result.summary[0]:
+            cols.append((f"{s}_cka_last_token", f"CKA {tag} (last token)"))
+        cols += [(f"{s}_effective_rank_ratio", f"Eff. rank ratio {tag}"),
                  (f"{s}_rank_ratio", f"Rank ratio {tag}")]
     for key, title in (("retrieval", "Paraphrase retrieval"), ("knowledge", "GK accuracy"),
                        ("lm_loss", "LM loss")):
@@ -180,7 +183,9 @@ def _settings_text(result: Any) -> str:
             f"training examples at batch {s['batch_size']} for every arm (PT-PEFT: half per "
             f"stage); {s['evaluations']} evaluation(s) per epoch. Probe sets: "
             f"{s['eval_limit'] or 'all'} task inputs (the eval set) and {s['general_limit']} "
-            f"passages of general text. CKA is linear CKA to the base at the last layer; the "
+            f"passages of general text. Features are hidden states at real tokens"
+            f"{' after the first (the attention sink)' if s.get('skip_first') else ''}; "
+            f"CKA is linear CKA to the base at the last layer; the "
             f"rank ratio uses samples of at least {s['rank_tokens']} tokens (their first "
             f"{s['rank_tokens']}).")
 

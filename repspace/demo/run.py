@@ -44,6 +44,8 @@ from repspace.utils.files import json_text, write_text_atomic
 #: norms in the study: their SVDs would cost more than all other matrices together.
 WEIGHT_MAX_DIM = 4096
 SETS = ("task", "general")
+#: The suffix of the stores of last-token features (``task@last``, ``general@last``).
+LAST = "@last"
 
 
 @dataclass
@@ -162,13 +164,18 @@ def _long_tokens(tokens: list[np.ndarray], length: int) -> list[np.ndarray]:
 
 
 class _Features:
-    """The pooled (and, where kept, token) features of one model on the study's probe sets."""
+    """The pooled (and, where kept, token) features of one model on the study's probe sets;
+    ``last``: the last-token features (stores named ``SET@last``, decoder studies)."""
 
     def __init__(self, stores: dict[str, Path], layers: list[str]) -> None:
         self.pooled: dict[str, dict[str, np.ndarray]] = {}
         self.tokens: dict[str, dict[str, list[np.ndarray]]] = {}
+        self.last: dict[str, dict[str, np.ndarray]] = {}
         for name, path in stores.items():
             with FeatureStore(path) as store:
+                if name.endswith(LAST):
+                    self.last[name.removesuffix(LAST)] = {la: store.pooled(la) for la in layers}
+                    continue
                 names = layers if name in SETS else layers[-1:]
                 self.pooled[name] = {la: store.pooled(la) for la in names}
                 if name in SETS and store.meta.get("tokens"):
@@ -186,11 +193,6 @@ def _space(features: _Features, probe_set: str, layer: str, rank_tokens: int,
     row["rank_ratio"] = metrics.rank_ratio(long) if len(long) >= 2 else None
     row["rank_samples"] = len(long)
     return row
-
-
-def _last_token(features: _Features, probe_set: str, layer: str) -> np.ndarray | None:
-    tokens = features.tokens.get(probe_set, {}).get(layer)
-    return np.stack([t[-1] for t in tokens]) if tokens else None
 
 
 def run_study(out: str | Path = "repspace-demo", *, settings: StudySettings | None = None,
@@ -223,11 +225,12 @@ def run_study(out: str | Path = "repspace-demo", *, settings: StudySettings | No
     blocks = resolve_layers(base.backbone, "blocks")
     layers = list(dict.fromkeys(blocks[::settings.layer_stride] + blocks[-1:]))
 
-    def capture(model: LoadedModel, name: str, tokens: bool, which: list[str]) -> Path:
+    def capture(model: LoadedModel, name: str, tokens: bool, which: list[str],
+                pooling: str = "mean") -> Path:
         length = settings.max_length if name == "task" else settings.general_length
         return cached_capture(model, probes[name], cache_dir=cache, layers=which,
-                              pooling="mean", tokens=tokens, max_length=length, batch_size=32,
-                              device=device, progress=False)
+                              pooling=pooling, tokens=tokens, max_length=length, batch_size=32,
+                              device=device, progress=False, skip_first=settings.skip_first)
 
     models = [("base", None)] + [(arm.label, seed) for arm, seed in jobs]
     stores: dict[Any, dict[str, Path]] = {}
@@ -241,6 +244,9 @@ def run_study(out: str | Path = "repspace-demo", *, settings: StudySettings | No
         stores[label, seed] = {
             name: capture(model, name, keep_tokens and name in SETS,
                           layers if name in SETS else layers[-1:]) for name in probes}
+        if settings.last_token:
+            stores[label, seed].update({name + LAST: capture(model, name, False, layers, "last")
+                                        for name in SETS})
         if knowledge is not None:
             forgetting[label, seed] = _decoder_forgetting(model, knowledge, probes["general"],
                                                           settings, device)
@@ -335,10 +341,9 @@ def _analyse(settings: StudySettings, layers: list[str], checkpoints: dict, stor
                        "cka_debiased": metrics.linear_cka(x, y, debiased=True),
                        **_space(tuned, s, layer, settings.rank_tokens,
                                 base_space[s][i]["effective_rank"])}
-                base_last, tuned_last = _last_token(base, s, layer), _last_token(tuned, s, layer)
-                if base_last is not None and tuned_last is not None and settings.task != \
-                        "classification":
-                    row["cka_last_token"] = metrics.linear_cka(base_last, tuned_last)
+                if s in base.last:
+                    row["cka_last_token"] = metrics.linear_cka(base.last[s][layer],
+                                                               tuned.last[s][layer])
                 rows.append(row)
             per_set[s] = rows
         run = {"method": arm.label, "seed": seed,
@@ -429,13 +434,14 @@ def _trajectory(base: _Features, snapshots: dict[int, Path], final: _Features, r
 
 def _checks(settings: StudySettings, base: _Features, features: dict, summary: list[dict],
             trajectories: dict, last: str, items: dict[str, int]) -> list[dict[str, Any]]:
-    """The claim checks, representation ones on both probe sets (see :mod:`claims`)."""
+    """The claim checks, representation ones on both probe sets, the CKA ones also on the
+    last token where it was captured (probe set ``SET, last token``; see :mod:`claims`)."""
     labels = {row["method"] for row in summary}
     rows = {row["method"]: row for row in summary}
     seeds = settings.seeds
 
-    def arm(label: str, probe_set: str) -> list[np.ndarray]:
-        return [features[label, s].pooled[probe_set][last] for s in range(seeds)]
+    def arm(label: str, probe_set: str, kind: str = "pooled") -> list[np.ndarray]:
+        return [getattr(features[label, s], kind)[probe_set][last] for s in range(seeds)]
 
     def erank_ratio(base_rows: np.ndarray, tuned: np.ndarray) -> float:
         return metrics.effective_rank(tuned) / metrics.effective_rank(base_rows)
@@ -457,6 +463,11 @@ def _checks(settings: StudySettings, base: _Features, features: dict, summary: l
             found.append(checks.representation_check(
                 claim, s, statistic, base.pooled[s][last], arm(kept, s), arm(bent, s),
                 labels=(kept, bent), n_boot=settings.bootstrap, what=name))
+            if what == "CKA" and s in base.last:
+                found.append(checks.representation_check(
+                    claim, f"{s}, last token", statistic, base.last[s][last],
+                    arm(kept, s, "last"), arm(bent, s, "last"), labels=(kept, bent),
+                    n_boot=settings.bootstrap, what=name))
     n = items["task"] * seeds
     score = "accuracy" if settings.task == "classification" else "exact match"
     if {"lora", "prefix"} <= labels:

@@ -62,7 +62,10 @@ class StudySettings:
     Probe sets: ``task`` (the eval inputs, the paper's setting) and ``general`` (passages of
     general text, at least ``rank_tokens`` tokens long so that the rank ratio resolves).
     Forgetting: paraphrase retrieval (encoder); general-knowledge questions and language-model
-    loss on general text (decoder).
+    loss on general text (decoder). ``skip_first``: features leave each sample's first token
+    out (the decoder's attention sink, see :func:`repspace.capture.capture`); ``last_token``:
+    CKA and its claim checks also on the last token's hidden state (what a decoder generates
+    from), beside the mean over tokens.
     """
 
     study: str = "encoder"
@@ -80,6 +83,8 @@ class StudySettings:
     general_limit: int = 300
     general_length: int = 128
     rank_tokens: int = 32
+    skip_first: bool = False
+    last_token: bool = False
     layer_stride: int = 1
     paraphrase_limit: int | None = None
     knowledge_limit: int | None = None
@@ -103,8 +108,8 @@ class StudySettings:
         settings = cls() if study == "encoder" else cls(
             study="decoder", base="smollm2-135m-instruct", task="generation", arms=DECODER_ARMS,
             seeds=1, epochs=1, batch_size=8, max_length=96, train_limit=640, eval_limit=48,
-            evaluations=3, general_limit=48, general_length=96, layer_stride=3,
-            paraphrase_limit=None, knowledge_limit=64, bootstrap=200,
+            evaluations=3, general_limit=48, general_length=96, layer_stride=3, skip_first=True,
+            last_token=True, paraphrase_limit=None, knowledge_limit=64, bootstrap=200,
             train=str(DATA_DIR / "decoder_task_train.jsonl"),
             eval=str(DATA_DIR / "decoder_task_eval.jsonl"), paraphrases=None,
             knowledge=str(DATA_DIR / "general_knowledge.jsonl"))

@@ -72,28 +72,36 @@ def plot_learning_curves(result: Any) -> Any:
 
 
 def _by_layer(result: Any, key: str, ylabel: str, base_key: str | None = None) -> Any:
+    """One panel per probe set; a second row of the last-token curves (``KEY_last_token``)
+    when the study measured the last token."""
+    rows = [("", "")]
+    if f"task_{key}_last_token_by_layer" in result.summary[0]:
+        rows.append(("_last_token", ", last token"))
     with paper_style():
-        fig, axes = _panels(2)
+        fig, grid = plt.subplots(len(rows), 2, figsize=(COLUMN_WIDTH * 2, 2.4 * len(rows)),
+                                 squeeze=False, layout="constrained")
         x = np.arange(len(result.layers))
-        for ax, probe_set in zip(axes, ("task", "general"), strict=True):
-            if base_key:
-                ax.plot(x, [row[base_key] for row in result.base[f"{probe_set}_space"]],
-                        color=BASE_COLOR, linestyle="--", marker="o", markersize=3,
-                        label="base")
-            for i, row in enumerate(result.summary):
-                values = [np.nan if v is None else v
-                          for v in row[f"{probe_set}_{key}_by_layer"]]
-                ax.plot(x, values, color=color(i), marker=marker(i), linestyle=linestyle(i),
-                        markersize=3, label=row["method"])
-            layer_axis(ax, result.layers)
-            ax.set_title(SET_TITLES[probe_set])
-            ax.set_ylabel(ylabel)
-        axes[0].legend(frameon=False, ncol=2, fontsize=6)
+        for axes, (suffix, title) in zip(grid, rows, strict=True):
+            for ax, probe_set in zip(axes, ("task", "general"), strict=True):
+                if base_key and not suffix:
+                    ax.plot(x, [row[base_key] for row in result.base[f"{probe_set}_space"]],
+                            color=BASE_COLOR, linestyle="--", marker="o", markersize=3,
+                            label="base")
+                for i, row in enumerate(result.summary):
+                    values = [np.nan if v is None else v
+                              for v in row[f"{probe_set}_{key}{suffix}_by_layer"]]
+                    ax.plot(x, values, color=color(i), marker=marker(i),
+                            linestyle=linestyle(i), markersize=3, label=row["method"])
+                layer_axis(ax, result.layers)
+                ax.set_title(SET_TITLES[probe_set] + title)
+                ax.set_ylabel(ylabel)
+        grid[0][0].legend(frameon=False, ncol=2, fontsize=6)
     return fig
 
 
 def plot_cka_by_layer(result: Any) -> Any:
-    """Linear CKA to the base by layer on both probe sets (mean over seeds)."""
+    """Linear CKA to the base by layer on both probe sets (mean over seeds); for decoder
+    studies a second row on the last token."""
     return _by_layer(result, "cka", "Linear CKA to base")
 
 
@@ -142,7 +150,8 @@ FIGURES = {
     "learning_curves": (plot_learning_curves, "Task score at each evaluation against optimizer "
                         "steps (seed 0)."),
     "cka_by_layer": (plot_cka_by_layer, "Linear CKA to the base by layer, on the task inputs "
-                     "and on general text (mean over seeds)."),
+                     "and on general text (mean over seeds; decoders: features pooled over "
+                     "tokens, then the last token's)."),
     "effective_rank_by_layer": (plot_effective_rank_by_layer, "Effective rank of the pooled "
                                 "features by layer on both probe sets (base dashed)."),
     "forgetting": (plot_forgetting, "Forgetting against specialization: the general measures "
