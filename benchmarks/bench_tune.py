@@ -34,12 +34,15 @@ What is measured
       context row adds what it leaves out (copying the base, the PEFT wrap, the head and
       ``Trainer`` construction).
 
-    Steady state: the median per-step throughput over steps 2..16 (the first step is left out),
-    from repspace's JSONL log (``samples_per_s``: collate through optimizer step) and, for
-    Hugging Face, from the intervals between ``on_step_end`` callbacks (batch loading through
-    optimizer step); also ``train_samples_per_second`` of ``Trainer``'s metrics (samples over
-    the whole ``train()`` call). "fastest step" is the quickest single step over all rounds, the
-    figure least disturbed by other processes on a shared machine.
+    Steady state: the throughput of steps 2..16 taken together (their samples over the sum of
+    their times; the first step is left out), from repspace's JSONL log (``samples_per_s``:
+    collate through optimizer step) and, for Hugging Face, from the intervals between
+    ``on_step_end`` callbacks (batch loading through optimizer step). Not the median of the
+    per-step rates: with batches grouped by length the steps differ in length, and a median of
+    rates weights a short batch like a long one. Also ``train_samples_per_second`` of
+    ``Trainer``'s metrics (samples over the whole ``train()`` call). "fastest step" is the
+    quickest single step over all rounds, the figure least disturbed by other processes on a
+    shared machine.
 
 Baselines: Hugging Face with defaults and with ``group_by_length``, measured in the same run
 (ratio = HF seconds / repspace seconds, or repspace samples/s / HF samples/s: above 1.0 means
@@ -193,9 +196,10 @@ def grouping_arguments(group_by_length: bool) -> dict[str, Any]:
 
 def run_hf(loaded: LoadedModel, data: Path, out: Path, bs: int, ml: int,
            parts: list[dict[str, Any]], *, group_by_length: bool = False, seed: int = 0,
-           held_out: list[dict[str, Any]] | None = None) -> None:
-    """Build, tokenise and train; appends its component times, step intervals and held-out loss
-    to ``parts``."""
+           held_out: list[dict[str, Any]] | None = None,
+           counter: list[int] | None = None) -> None:
+    """Build, tokenise and train; appends its component times, step intervals, held-out loss
+    and the padded positions its training fed to ``counter`` (reset here) to ``parts``."""
     from transformers import (
         DataCollatorWithPadding,
         PrinterCallback,
@@ -214,6 +218,8 @@ def run_hf(loaded: LoadedModel, data: Path, out: Path, bs: int, ml: int,
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
             self.marks.append(time.perf_counter())
 
+    counter = counter if counter is not None else [0]
+    counter[0] = 0
     tic = time.perf_counter()
     rows, num_labels = hf_data(data, loaded.tokenizer, ml)
     prep = time.perf_counter() - tic
@@ -247,6 +253,7 @@ def run_hf(loaded: LoadedModel, data: Path, out: Path, bs: int, ml: int,
         warnings.simplefilter("ignore", FutureWarning)
         metrics = trainer.train().metrics
     train = time.perf_counter() - tic
+    padded = counter[0]  # before the held-out forwards below reach the same hook
 
     intervals = [b - a for a, b in zip(clock.marks, clock.marks[1:], strict=False)]
     counts = [min(bs, len(rows) - i * bs) for i in range(len(intervals))]
@@ -258,7 +265,7 @@ def run_hf(loaded: LoadedModel, data: Path, out: Path, bs: int, ml: int,
     parts.append({"prep": prep, "setup": setup, "train": train,
                   "steps": [c / dt for c, dt in zip(counts, intervals, strict=True)],
                   "train_samples_per_second": metrics["train_samples_per_second"],
-                  "loss": loss})
+                  "loss": loss, "padded": padded})
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -271,9 +278,12 @@ def load_averages() -> str:
         return "n/a"
 
 
-def steady(per_step: list[float]) -> float:
-    """Median per-step throughput, first step left out."""
-    return statistics.median(per_step[1:] if len(per_step) > 1 else per_step)
+def steady(per_step: list[float], counts: list[int]) -> float:
+    """Throughput of all steps but the first together: their samples over their summed time
+    (``per_step`` holds each step's samples/s, ``counts`` its samples)."""
+    pairs = list(zip(counts, per_step, strict=True))
+    pairs = pairs[1:] if len(pairs) > 1 else pairs
+    return sum(c for c, _ in pairs) / sum(c / rate for c, rate in pairs)
 
 
 def profile_tune(loaded: LoadedModel, data: Path, folder: Path, bs: int, ml: int) -> None:
@@ -341,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     hf_parts: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     rs_steps: list[list[float]] = []
     rs_loss: list[float] = []
+    rs_seconds: list[float] = []  # tune() alone, without the held-out scoring after it
     padded: dict[str, list[int]] = {"repspace": [], **{arm: [] for arm in arms}}
     seeds = {"repspace": 0, **{arm: 0 for arm in arms}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -354,7 +365,9 @@ def main(argv: list[str] | None = None) -> None:
 
         def repspace_run() -> None:
             counter[0] = 0
+            tic = time.perf_counter()
             result = run_repspace(loaded, data, folder / "lora.pt", bs, ml, seeds["repspace"])
+            rs_seconds.append(time.perf_counter() - tic)
             padded["repspace"].append(counter[0])
             rs_steps.append(repspace_steps(result.log))
             rs_loss.append(held_out_loss(result.model, held_out, pad_id))
@@ -362,10 +375,10 @@ def main(argv: list[str] | None = None) -> None:
 
         def hf_run(arm: str) -> Callable[[], None]:
             def run() -> None:
-                counter[0] = 0
                 run_hf(loaded, data, folder / arm, bs, ml, hf_parts[arm],
-                       group_by_length=arm == "hf_grouped", seed=seeds[arm], held_out=held_out)
-                padded[arm].append(counter[0])
+                       group_by_length=arm == "hf_grouped", seed=seeds[arm], held_out=held_out,
+                       counter=counter)
+                padded[arm].append(hf_parts[arm][-1]["padded"])
                 seeds[arm] += 1
             return run
 
@@ -377,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
 
         methods: list[tuple[str, Callable[[], Any]]] = [
             ("repspace", repspace_run), *((arm, hf_run(arm)) for arm in arms)]
-        seconds, _, _ = time_interleaved(methods, repeats)
+        time_interleaved(methods, repeats)  # each arm times its own training part
         if args.profile:
             profile_tune(loaded, data, folder, bs, ml)
 
@@ -386,12 +399,12 @@ def main(argv: list[str] | None = None) -> None:
            for arm in arms}
     hf_base = {arm: statistics.median(p["prep"] + p["train"] for p in hf_parts[arm])
                for arm in arms}
-    rs_total = seconds["repspace"]
+    rs_total = statistics.median(rs_seconds)
     counts = [min(bs, n - i * bs) for i in range(steps)]
     rs_loop = statistics.median(sum(c / s for c, s in zip(counts, run, strict=True))
                                 for run in rs_steps)
-    rate = {"repspace": statistics.median(steady(run) for run in rs_steps),
-            **{arm: statistics.median(steady(p["steps"]) for p in hf_parts[arm])
+    rate = {"repspace": statistics.median(steady(run, counts) for run in rs_steps),
+            **{arm: statistics.median(steady(p["steps"], counts) for p in hf_parts[arm])
                for arm in arms}}
     best = {"repspace": max(max(run[1:] or run) for run in rs_steps),
             **{arm: max(max(p["steps"][1:] or p["steps"]) for p in hf_parts[arm])
@@ -412,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([f"{name[arm]}: tokenise + train()", f"{hf_base[arm]:.2f}",
                      f"{n / hf_base[arm]:.1f}", *("-" for _ in arms), pad[arm], loss_cell(arm)])
     for arm in ("repspace", *arms):
-        rows.append([f"steady state per step: {name[arm].split(' end')[0]}", "-",
+        rows.append([f"steady state, steps 2-{steps}: {name[arm].split(' end')[0]}", "-",
                      f"{rate[arm]:.1f}",
                      *(f"{rate['repspace'] / rate[other]:.2f}" if arm == "repspace" else "-"
                        for other in arms), "-", "-"])
