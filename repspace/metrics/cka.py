@@ -33,7 +33,6 @@ from repspace.metrics._backend import Device, Precision, check_precision, comput
 from repspace.metrics._validate import (
     as_matrix,
     centered,
-    centre_in_place,
     check_layers,
     check_pair,
     max_abs,
@@ -196,21 +195,21 @@ def cka_matrix(
     xs = check_layers(Xs, "Xs", min_rows=min_rows, why=why)
     ys = check_layers(Ys, "Ys", min_rows=min_rows, why=why)
     check_pair(xs[0], ys[0], "Xs[0]", "Ys[0]")
-    xnames = [f"Xs[{i}]" for i in range(len(xs))]
-    ynames = [f"Ys[{j}]" for j in range(len(ys))]
     precision = check_precision(precision)
-    for M, name in zip([*xs, *ys], [*xnames, *ynames], strict=True):
-        _centre_and_scale(M, name)
+    for M in [*xs, *ys]:
+        _into_range(M)
     return moments_of(xs, ys, device=compute_device(device), precision=precision,
                       copy=False).cka(debiased)
 
 
-def _centre_and_scale(X: np.ndarray, name: str) -> None:
-    """Centre the columns of X in place and scale it by a power of two to max |X| in
-    [1/2, 1) (exact, and CKA is scale-invariant; no overflow), raising like :func:`_prepare`
-    for a constant X; for arrays the caller owns (``check_layers`` returns copies)."""
-    centre_in_place(X, name, "CKA")
-    X *= 2.0 ** -np.frexp(max_abs(X))[1]
+def _into_range(X: np.ndarray) -> None:
+    """Scale X in place by a power of two to max |X| in [1/2, 1) when max |X| lies outside
+    [2^-30, 2^30] (exact, and CKA is scale-invariant), so that no product over- or underflows;
+    other X are left as they are, saving a pass over the data. For arrays the caller owns
+    (``check_layers`` returns copies); the accumulator centres them and refuses constant ones."""
+    exponent = np.frexp(max_abs(X))[1]
+    if abs(exponent) > 30:
+        X *= 2.0 ** -exponent
 
 
 def _prepare(X: np.ndarray, name: str, metric: str = "CKA") -> np.ndarray:

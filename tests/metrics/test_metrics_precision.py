@@ -92,6 +92,22 @@ def test_cka_matrix_on_the_gram_path_agrees_with_the_float64_reference(mean) -> 
               reference_matrix(xs, ys, debiased))
 
 
+@pytest.mark.parametrize("shape", [(600, [40, 64], [48]), (48, [300], [400, 500])])
+@pytest.mark.parametrize("scale", [1e-200, 1e-12, 1e12, 1e200])
+def test_cka_matrix_agrees_with_the_reference_at_any_scale(shape, scale) -> None:
+    """Layers far outside float32's range, or only just inside it, are brought into range by a
+    power of two (CKA is scale-invariant) and still take the float32 products; a layer with a
+    feature mean 1e6 times its spread loses nothing to the centring either."""
+    n, dims_x, dims_y = shape
+    xs, ys = layers(11, n, dims_x, dims_y, 0.0)
+    ys[0] = ys[0] + 1e6 * (1 + np.arange(ys[0].shape[1]))
+    scaled = [scale * X for X in xs]
+    for debiased in (False, True):
+        check(cka_matrix(scaled, ys, debiased=debiased, device=None),
+              cka_matrix(scaled, ys, debiased=debiased, device=None, precision="float64"),
+              reference_matrix(xs, ys, debiased))
+
+
 def streamed(xs: list, ys: list, chunks: list[slice], precision: str) -> CovarianceMoments:
     acc = CovarianceMoments([X.shape[1] for X in xs], [Y.shape[1] for Y in ys], device=None,
                             precision=precision)
