@@ -6,6 +6,7 @@ and the rate the study should use; the chosen rates are written into
 
     .venv/bin/python scripts/sweep_study.py --study encoder
     .venv/bin/python scripts/sweep_study.py --study decoder --factors 0.5,1,2
+    .venv/bin/python scripts/sweep_study.py --study decoder --arms adapter,prefix --held-out 96
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from repspace.models import export_checkpoint, load_model
 from repspace.results.tables import fixed_width
 from repspace.tune import tune
 from repspace.tune.data import read_jsonl
+from repspace.utils.quiet import quiet_libraries
 
 
 def main() -> None:
@@ -30,10 +32,19 @@ def main() -> None:
     parser.add_argument("--factors", default="0.5,1,2,4",
                         help="multiples of each arm's current rate (default 0.5,1,2,4)")
     parser.add_argument("--held-out", type=int, default=300, help="held-out examples scored")
+    parser.add_argument("--arms", default=None,
+                        help="comma-separated single-stage arms to sweep (default: all of them)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    quiet_libraries()
     settings = StudySettings.preset_of(args.study)
     factors = [float(f) for f in args.factors.split(",")]
+    single = [arm for arm in settings.arms if arm.method != "pt-peft"]
+    wanted = args.arms.split(",") if args.arms else [arm.label for arm in single]
+    unknown = sorted(set(wanted) - {arm.label for arm in single})
+    if unknown:
+        parser.error(f"unknown arm(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(arm.label for arm in single)}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         export_checkpoint(settings.base, work / "base.pt")
@@ -44,9 +55,8 @@ def main() -> None:
         for name, rows in (("train", train), ("held", held)):
             (work / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         table = []
-        for arm in settings.arms:
-            if arm.method == "pt-peft":  # its stages use the rates of prefix and its second
-                continue
+        # PT-PEFT is not swept: its stages use the rates of prefix and of its second method
+        for arm in (arm for arm in single if arm.label in wanted):
             scores = []
             for factor in factors:
                 tic = time.perf_counter()
@@ -54,7 +64,8 @@ def main() -> None:
                            eval_data=work / "held.jsonl", out=work / f"{arm.label}.pt",
                            epochs=settings.epochs, lr=arm.lr * factor,
                            batch_size=settings.batch_size, max_length=settings.max_length,
-                           device=args.device, progress=False, peft_folder=False)
+                           device=args.device, progress=False, peft_folder=False,
+                           **arm.options)
                 scores.append(run.final_metric)
                 print(f"{arm.label} lr {arm.lr * factor:.2g}: {run.final_metric:.3f} "
                       f"({time.perf_counter() - tic:.0f} s)", flush=True)

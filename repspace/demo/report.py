@@ -239,11 +239,12 @@ def _html(result: Any, figures: dict[str, list[Path]]) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
              "line-height:1.4}table{border-collapse:collapse;font-size:0.8em;width:100%}"
              "td,th{border:1px solid #ccc;padding:3px 5px;text-align:right;"
-             "overflow-wrap:anywhere}td:first-child,th:first-child{text-align:left}"
+             "overflow-wrap:anywhere}th{overflow-wrap:normal;hyphens:auto}"
+             "td:first-child,th:first-child{text-align:left}"
              "img{max-width:100%}figure{margin:1.5em 0}")
     title = (f"repspace study ({html.escape(result.settings['study'])}): how tuning methods "
              "bend the pretrained space")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{style}</style></head><body><h1>{title}</h1>{smoke}"
             f"<p>{html.escape(_settings_text(result))}</p><h2>Verdict</h2>"
             f"{_html_table(VERDICT_COLUMNS, verdict_rows(result))}"
