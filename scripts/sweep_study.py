@@ -1,8 +1,9 @@
 """Learning-rate sweep behind a study's arms: every single-stage arm at a grid of rates, with the
 study's budget, scored on held-out examples that the study itself never evaluates on (the eval
-rows after the study's ``eval_limit``). Prints one row per method with the score at each rate
-and the rate the study should use; the chosen rates are written into
-``repspace/demo/settings.py`` by hand, with this script's output in docs/study.md.
+rows after the study's ``eval_limit``). Prints one row per method with the score at each rate,
+the best rate and McNemar's exact test of the best rate against the current one (the same
+held-out examples: p small means the gain is more than a few answers); the chosen rates are
+written into ``repspace/demo/settings.py`` by hand, with this script's output in docs/study.md.
 
     .venv/bin/python scripts/sweep_study.py --study encoder
     .venv/bin/python scripts/sweep_study.py --study decoder --factors 0.5,1,2
@@ -18,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from repspace.demo.claims import mcnemar
 from repspace.demo.settings import StudySettings
 from repspace.models import export_checkpoint, load_model
 from repspace.results.tables import fixed_width
@@ -57,7 +59,7 @@ def main() -> None:
         table = []
         # PT-PEFT is not swept: its stages use the rates of prefix and of its second method
         for arm in (arm for arm in single if arm.label in wanted):
-            scores = []
+            scores, hits = [], []
             for factor in factors:
                 tic = time.perf_counter()
                 run = tune(base, arm.method, task=settings.task, data=work / "train.jsonl",
@@ -67,15 +69,21 @@ def main() -> None:
                            device=args.device, progress=False, peft_folder=False,
                            **arm.options)
                 scores.append(run.final_metric)
+                hits.append(run.history[-1]["eval_hits"])
                 print(f"{arm.label} lr {arm.lr * factor:.2g}: {run.final_metric:.3f} "
                       f"({time.perf_counter() - tic:.0f} s)", flush=True)
             best = max(range(len(factors)), key=scores.__getitem__)
+            test = "-"
+            if 1.0 in factors and factors[best] != 1.0:
+                gained, lost, p = mcnemar(hits[factors.index(1.0)], hits[best])
+                test = f"+{gained}/-{lost}, p = {p:.3f}"
             table.append([arm.label, *(f"{s:.3f}" for s in scores),
-                          f"{arm.lr * factors[best]:.2g}"])
+                          f"{arm.lr * factors[best]:.2g}", test])
     print(f"\n{args.study}: {len(train)} training examples, {settings.epochs} epoch(s), batch "
           f"{settings.batch_size}; scored on {len(held)} held-out examples; load average "
           f"{os.getloadavg()[0]:.1f}")
-    print(fixed_width(["arm", *(f"x{f:g}" for f in factors), "best rate"], table))
+    print(fixed_width(["arm", *(f"x{f:g}" for f in factors), "best rate", "best vs x1"],
+                      table))
 
 
 if __name__ == "__main__":

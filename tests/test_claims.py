@@ -11,6 +11,8 @@ from scipy import stats
 from repspace import metrics
 from repspace.demo import StudySettings
 from repspace.demo.claims import (
+    PLATEAU_GAIN,
+    plateau,
     proportion_check,
     representation_check,
     score_at,
@@ -40,6 +42,38 @@ def test_proportion_check_is_the_two_proportion_normal_interval_and_z_test():
     margin = proportion_check("a matches b", "task", ("a", 0.55), ("b", 0.55), 10_000,
                               margin=0.02, what="accuracy")
     assert margin["verdict"] == "✓" and margin["p"] < 0.01  # non-inferior within 2 points
+
+
+def _history(*hits: list[int]) -> list[dict]:
+    return [{"step": i, "exact_match": float(np.mean(h)), "eval_hits": h}
+            for i, h in enumerate(hits)]
+
+
+def test_plateau_tests_the_last_rise_with_mcnemars_exact_test():
+    # 48 examples: 5 turn right and 2 turn wrong between the last two evaluations (+3 answers)
+    before = [0] * 24 + [1] * 24
+    after = [1] * 5 + [0] * 19 + [0] * 2 + [1] * 22
+    flag = plateau([_history([0] * 48, before, after)])
+    assert flag["last_gain"] == pytest.approx(3 / 48)
+    assert (flag["gained"], flag["lost"]) == (5, 2)
+    # P(Binomial(7, 1/2) >= 5), summed directly
+    assert flag["p"] == pytest.approx(sum(math.comb(7, k) for k in range(5, 8)) / 2**7)
+    assert not flag["plateaued"] and not flag["rising"]  # +6 points, but p = 0.23
+    # the same rise on 480 examples (seeds pool their answers) is beyond noise
+    flag = plateau([_history(before * 10, after * 10)])
+    assert flag["p"] < 1e-3 and flag["rising"]
+    two_seeds = plateau([_history(before, after), _history(after, after)])
+    assert two_seeds["last_gain"] == pytest.approx(3 / 96)
+    assert (two_seeds["gained"], two_seeds["lost"]) == (5, 2)
+
+
+def test_plateau_without_hits_or_a_second_evaluation():
+    flat = plateau([_history([1, 0, 1, 0], [1, 0, 1, 0])])
+    assert flat["plateaued"] and not flat["rising"] and flat["p"] == 1.0
+    old = [{"step": 1, "accuracy": 0.5}, {"step": 2, "accuracy": 0.5 + 2 * PLATEAU_GAIN}]
+    untested = plateau([old])
+    assert untested["p"] is None and untested["rising"]  # no hits: the 1-point rule alone
+    assert plateau([old[:1]])["last_gain"] is None
 
 
 def test_representation_check_estimates_the_seed_mean_difference():

@@ -16,11 +16,15 @@ import numpy as np
 import pytest
 
 from repspace import metrics
+from repspace.capture import capture
 from repspace.cli import main
 from repspace.demo.claims import PLATEAU_GAIN, verdict
 from repspace.demo.forgetting import is_correct, normalize
 from repspace.demo.report import WEIGHT_FIGURES
+from repspace.demo.run import _Features
+from repspace.demo.settings import StudySettings
 from repspace.plots.demo import FIGURES
+from repspace.probes import load_probe
 from repspace.store import FeatureStore
 from tests.browser import render
 
@@ -143,6 +147,12 @@ def test_trajectories_run_from_the_base_to_the_final_model(demo):
         gain = history[-1]["accuracy"] - history[-2]["accuracy"]
         assert row["last_gain"] == pytest.approx(gain)
         assert row["plateaued"] == (gain <= PLATEAU_GAIN)
+        for record in history:
+            assert np.mean(record["eval_hits"]) == pytest.approx(record["accuracy"])
+            assert len(record["eval_hits"]) == results["settings"]["eval_limit"]
+        moved = np.subtract(history[-1]["eval_hits"], history[-2]["eval_hits"])
+        assert row["plateau_test"]["gained"] == np.sum(moved > 0)
+        assert row["plateau_test"]["lost"] == np.sum(moved < 0)
 
 
 def test_checks_follow_their_rule(demo):
@@ -213,26 +223,35 @@ def test_decoder_study_measures_forgetting_and_last_tokens(decoder):
     assert "after the first (the attention sink)" in markdown
 
 
-def test_decoder_features_skip_the_sink_and_last_tokens_recompute(decoder):
-    """Decoder stores leave the first token (the attention sink) out; each ``SET@last`` store
-    holds the last row of that set's token matrices, and the last-token CKA and its claim
-    checks are recomputed from those stores."""
+def test_decoder_features_skip_the_sink_and_last_tokens_recompute(decoder, tmp_path):
+    """Decoder stores leave the first token (the attention sink) out; the last-token features
+    are the last row of each sample's token matrix, which a separate capture with last-token
+    pooling reproduces, and the last-token CKA and its claim checks are recomputed from them."""
     out, results = decoder
     last = results["layers"][-1]
 
-    def features(stores: dict, name: str) -> tuple[np.ndarray, np.ndarray, list | None]:
-        with FeatureStore(out / stores[name]) as store, \
-                FeatureStore(out / stores[f"{name}@last"]) as final:
+    def features(stores: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+        assert f"{name}@last" not in stores  # seed 0 keeps its tokens: no second pass
+        with FeatureStore(out / stores[name]) as store:
             assert store.meta["settings"]["skip_first"] is True
-            assert final.meta["pooling"] == "last"
-            tokens = store.tokens(last) if store.has_tokens else None
-            return store.pooled(last), final.pooled(last), tokens
+            tokens = store.tokens(last)
+            np.testing.assert_allclose(store.pooled(last), np.stack([t.mean(0) for t in tokens]),
+                                       rtol=1e-5, atol=1e-4)
+            return store.pooled(last), np.stack([t[-1] for t in tokens])
 
     base = {s: features(results["base"]["stores"], s) for s in ("task", "general")}
-    for pooled, final, tokens in base.values():
-        np.testing.assert_allclose(pooled, np.stack([t.mean(0) for t in tokens]), rtol=1e-5,
-                                   atol=1e-4)
-        np.testing.assert_allclose(final, np.stack([t[-1] for t in tokens]), atol=1e-6)
+    settings = StudySettings.preset_of("decoder", "quick")
+    general = load_probe(settings.general, limit=settings.general_limit)
+    direct = capture(out / "cache" / "base-decoder.pt", general, out=tmp_path / "last.h5",
+                     layers=[last], pooling="last", max_length=settings.general_length,
+                     device="cpu", progress=False, skip_first=True)
+    with FeatureStore(direct) as store:
+        direct_last = store.pooled(last)
+    np.testing.assert_allclose(direct_last, base["general"][1], rtol=1e-4, atol=1e-4)
+    # a model captured without tokens (seeds after the first) reads the SET@last store instead
+    stores = {"general": out / results["base"]["stores"]["general"], "general@last": direct}
+    read = _Features(stores, [last], last_token=True).last["general"][last]
+    np.testing.assert_array_equal(read, direct_last)
     summary = {row["method"]: row for row in results["summary"]}
     for run in results["runs"]:
         for s in ("task", "general"):

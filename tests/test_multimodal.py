@@ -235,6 +235,12 @@ def test_text_probe_on_a_vision_language_model(llava, tmp_path):
 def test_skip_first_is_for_text_probes(llava, image_probe, tmp_path):
     with pytest.raises(InputError, match="skip_first applies to text probes"):
         captured(llava, image_probe, tmp_path, layers="language", skip_first=True)
+    # refused before any model loads: a missing checkpoint is never reached
+    missing = str(tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="skip_first applies to text probes"):
+        capture(missing, image_probe, out=tmp_path / "m.h5", skip_first=True)
+    with pytest.raises(InputError, match="skip_first applies to text probes"):
+        repspace.compare(missing, [missing], data=image_probe, skip_first=True)
 
 
 def test_image_probe_needs_a_vision_language_model(base, image_probe, tmp_path):

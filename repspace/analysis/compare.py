@@ -17,6 +17,7 @@ from repspace.analysis.streaming import stream_memory, stream_metrics
 from repspace.analysis.weights import weight_report
 from repspace.capture import resolve_layers
 from repspace.capture.options import CaptureOptions
+from repspace.capture.run import check_skip_first
 from repspace.errors import InputError
 from repspace.models import LoadedModel, load_model
 from repspace.models.api import load_base_model
@@ -142,6 +143,7 @@ def compare(base: LoadedModel | str | Path, tuned: Sequence[LoadedModel | str | 
     if out is not None:
         check_output(out, folder=True)
     probe = data if isinstance(data, Probe) else load_probe(data, limit=limit)
+    check_skip_first(probe, skip_first)
     if len(probe) < 4:
         raise InputError(f"comparisons need at least 4 samples; the probe has {len(probe)}")
     if k < 1:

@@ -37,6 +37,12 @@ from repspace.utils.distributed import World, init_world
 from repspace.utils.files import check_output
 
 
+def check_skip_first(probe: Probe, skip_first: bool) -> None:
+    """Refuse ``skip_first`` for a probe with images, before any model is loaded."""
+    if skip_first and probe.images is not None:
+        raise InputError("skip_first applies to text probes; this probe has images")
+
+
 def capture_settings(layers: list[str], pooling: str, tokens: bool, max_length: int,
                      image_text: dict | None = None, skip_first: bool = False) -> dict:
     """The settings that determine a store's contents (the cache key besides model and probe);
@@ -136,8 +142,9 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
     if batch_size < 1 or max_length < 1:
         raise InputError("batch_size and max_length must be positive")
     check_output(out)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
     probe = probe if isinstance(probe, Probe) else load_probe(probe)
+    check_skip_first(probe, skip_first)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
     names = resolve_layers(loaded.backbone, layers)
     dev = resolve_device(device)
     world = init_world(dev.type) if shard is None else World()
@@ -145,8 +152,6 @@ def capture(model: LoadedModel | str | Path, probe: Probe | str | Path | None = 
     window = batch_size * WINDOW_BATCHES
     image_text = ({"modality": modality, "vision_tokens": vision_tokens}
                   if probe.images is not None else None)
-    if skip_first and image_text is not None:
-        raise InputError("skip_first applies to text probes; this probe has images")
     settings = capture_settings(names, pooling, tokens, max_length, image_text, skip_first)
     target, whole, shard_of = Path(out), probe, None
     if world.distributed:

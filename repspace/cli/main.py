@@ -49,13 +49,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_capture(args: argparse.Namespace) -> int:
     from repspace.capture import capture
+    from repspace.capture.run import check_skip_first
     from repspace.capture.shard import parse_shard
     from repspace.models import load_model
     from repspace.probes import load_probe
     from repspace.store import FeatureStore
 
-    model = load_model(args.model, base=args.base)
     probe = load_probe(args.data, limit=args.limit)
+    check_skip_first(probe, args.skip_first)
+    model = load_model(args.model, base=args.base)
     before = _file_identity(args.out)
     path = capture(model, probe, out=args.out, layers=args.layers, pooling=args.pooling,
                    tokens=args.tokens, batch_size=args.batch_size, max_length=args.max_length,

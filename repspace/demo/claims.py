@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 from repspace import metrics
 
@@ -30,6 +30,8 @@ from repspace import metrics
 SCORE_MARGIN = 0.01
 #: A score still rising by more than this between the last two evaluations has not plateaued.
 PLATEAU_GAIN = 0.01
+#: A rise past ``PLATEAU_GAIN`` is beyond the eval set's noise when its paired test gives p below.
+PLATEAU_ALPHA = 0.05
 
 
 def verdict(estimate: float, low: float | None, threshold: float = 0.0) -> str:
@@ -96,6 +98,52 @@ def proportion_check(claim: str, probe_set: str, higher: tuple[str, float],
             "values": {a_label: a, b_label: b}, "estimate": estimate,
             "ci": [estimate - half, estimate + half], "p": p, "test": f"{kind}, p = {p:.3f}",
             "verdict": verdict(estimate, estimate - half, -margin)}
+
+
+def mcnemar(before: Sequence[int], after: Sequence[int]) -> tuple[int, int, float]:
+    """McNemar's exact one-sided test that ``after`` (0/1 hits on the same examples) scores
+    higher than ``before``: ``gained`` examples turned right, ``lost`` turned wrong, and
+    p = P(Binomial(gained + lost, 1/2) >= gained) (1 when nothing changed); smaller p means
+    stronger evidence of a real gain."""
+    moves = np.asarray(after, dtype=int) - np.asarray(before, dtype=int)
+    gained, lost = int(np.sum(moves > 0)), int(np.sum(moves < 0))
+    if not gained + lost:
+        return gained, lost, 1.0
+    return gained, lost, float(stats.binomtest(gained, gained + lost, 0.5,
+                                               alternative="greater").pvalue)
+
+
+def plateau(histories: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """Had an arm's task score plateaued? ``histories``: one trainer history per seed (records
+    with ``accuracy`` or ``exact_match`` and ``eval_hits``, each example's 0/1 hit).
+
+    ``last_gain``: the rise between the last two evaluations, mean over seeds; ``plateaued``:
+    it is at most ``PLATEAU_GAIN`` (1 point). A larger rise may be a few answers of a small
+    eval set, so it is tested: ``gained`` / ``lost`` count the examples that turned right /
+    wrong between the two evaluations (summed over seeds) and ``p`` is McNemar's exact
+    one-sided test of the rise (:func:`mcnemar`); ``rising``: not plateaued and
+    p < ``PLATEAU_ALPHA`` (still learning, beyond noise). ``p`` is ``None`` without per-example
+    hits; ``last_gain`` is ``None`` with fewer than two evaluations.
+    """
+    pairs = []
+    for history in histories:
+        scored = [h for h in history if "accuracy" in h or "exact_match" in h]
+        if len(scored) >= 2:
+            pairs.append(scored[-2:])
+    if not pairs:
+        return {"last_gain": None, "plateaued": False, "rising": False, "gained": None,
+                "lost": None, "p": None}
+    gain = float(np.mean([after.get("accuracy", after.get("exact_match"))
+                          - before.get("accuracy", before.get("exact_match"))
+                          for before, after in pairs]))
+    out: dict[str, Any] = {"last_gain": gain, "plateaued": gain <= PLATEAU_GAIN,
+                           "gained": None, "lost": None, "p": None}
+    if all("eval_hits" in h for pair in pairs for h in pair):
+        gained, lost, p = mcnemar([h for before, _ in pairs for h in before["eval_hits"]],
+                                  [h for _, after in pairs for h in after["eval_hits"]])
+        out |= {"gained": gained, "lost": lost, "p": p}
+    out["rising"] = not out["plateaued"] and (out["p"] is None or out["p"] < PLATEAU_ALPHA)
+    return out
 
 
 def score_at(trajectory: Sequence[dict[str, float]], score: float) -> float | None:

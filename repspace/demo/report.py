@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from repspace.demo.claims import PLATEAU_GAIN, SCORE_MARGIN
+from repspace.demo.claims import PLATEAU_ALPHA, PLATEAU_GAIN, SCORE_MARGIN
 from repspace.plots.demo import FIGURES, save_demo_figures
 from repspace.plots.weights import save_weight_figures
 
@@ -105,9 +105,7 @@ def table_rows(result: Any) -> list[list[str]]:
             elif key == "trainable":
                 cells.append(f"{row['trainable_params']:,} ({row['trainable_percent']:.2f}%)")
             elif key == "plateaued":
-                cells.append("yes" if row["plateaued"] else
-                             f"no (+{row['last_gain']:.3f})" if row["last_gain"] is not None
-                             else "-")
+                cells.append(_plateau_cell(row))
             else:
                 cells.append(_pm(row, key))
         rows.append(cells)
@@ -133,16 +131,45 @@ def smoke_label(result: Any) -> str:
     return f"smoke run: numbers are not meaningful ({reason})" if reason else ""
 
 
+def _rise(row: dict[str, Any]) -> str:
+    """``+gain, p = P`` of an arm's last evaluation (no p without per-example hits)."""
+    p = row["plateau_test"]["p"]
+    return f"+{row['last_gain']:.3f}" + (f", p = {p:.2f}" if p is not None else "")
+
+
+def _plateau_cell(row: dict[str, Any]) -> str:
+    """``yes``; ``no (rise)`` while still rising beyond noise; ``within noise (rise)`` for a
+    rise past the threshold that its paired test does not resolve; ``-`` untested."""
+    if row["last_gain"] is None:
+        return "-"
+    if row["plateaued"]:
+        return "yes"
+    return f"{'no' if row['still_rising'] else 'within noise'} ({_rise(row)})"
+
+
 def plateau_text(result: Any) -> str:
-    """Which arms had not plateaued (score still rising by more than 1 point at the end)."""
-    rising = [f"{r['method']} (+{r['last_gain']:.3f})" for r in result.summary
-              if not r["plateaued"] and r["last_gain"] is not None]
-    if not rising:
+    """Which arms had not plateaued (score still rising by more than 1 point at the end),
+    apart from those whose rise is a few answers within the eval set's noise."""
+    def listed(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['method']} ({_rise(r)})" for r in rows)
+
+    rows = [r for r in result.summary if r["last_gain"] is not None and not r["plateaued"]]
+    rising = [r for r in rows if r["still_rising"]]
+    noisy = [r for r in rows if not r["still_rising"]]
+    if not rows:
         return (f"Every arm had plateaued: no task score rose by more than {PLATEAU_GAIN:.2f} "
                 "between its last two evaluations.")
-    return (f"Not plateaued (task score still rising by more than {PLATEAU_GAIN:.2f} at the "
-            f"last evaluation): {', '.join(rising)}. Their endpoints understate what they "
-            "reach; compare them on the trajectories.")
+    parts = []
+    if rising:
+        parts.append(f"Not plateaued (task score still rising by more than {PLATEAU_GAIN:.2f} "
+                     f"at the last evaluation, McNemar p < {PLATEAU_ALPHA:g}): "
+                     f"{listed(rising)}. Their endpoints understate what they reach; compare "
+                     "them on the trajectories.")
+    if noisy:
+        parts.append(f"Up by more than {PLATEAU_GAIN:.2f} at the last evaluation but within the "
+                     f"eval set's noise (McNemar p >= {PLATEAU_ALPHA:g}: a few answers): "
+                     f"{listed(noisy)}.")
+    return " ".join(parts)
 
 
 def verdict_text(result: Any) -> str:

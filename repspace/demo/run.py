@@ -165,9 +165,12 @@ def _long_tokens(tokens: list[np.ndarray], length: int) -> list[np.ndarray]:
 
 class _Features:
     """The pooled (and, where kept, token) features of one model on the study's probe sets;
-    ``last``: the last-token features (stores named ``SET@last``, decoder studies)."""
+    ``last``: with ``last_token`` (decoder studies), the last real token's features, taken from
+    the kept token rows or, for models captured without them, from stores named ``SET@last``
+    (the same hidden state: the last row of a sample's token matrix)."""
 
-    def __init__(self, stores: dict[str, Path], layers: list[str]) -> None:
+    def __init__(self, stores: dict[str, Path], layers: list[str],
+                 last_token: bool = False) -> None:
         self.pooled: dict[str, dict[str, np.ndarray]] = {}
         self.tokens: dict[str, dict[str, list[np.ndarray]]] = {}
         self.last: dict[str, dict[str, np.ndarray]] = {}
@@ -180,6 +183,10 @@ class _Features:
                 self.pooled[name] = {la: store.pooled(la) for la in names}
                 if name in SETS and store.meta.get("tokens"):
                     self.tokens[name] = {la: store.tokens(la) for la in layers}
+        if last_token:
+            for name in set(self.tokens) - set(self.last):
+                self.last[name] = {la: np.stack([t[-1] for t in rows])
+                                   for la, rows in self.tokens[name].items()}
 
 
 def _space(features: _Features, probe_set: str, layer: str, rank_tokens: int,
@@ -244,7 +251,7 @@ def run_study(out: str | Path = "repspace-demo", *, settings: StudySettings | No
         stores[label, seed] = {
             name: capture(model, name, keep_tokens and name in SETS,
                           layers if name in SETS else layers[-1:]) for name in probes}
-        if settings.last_token:
+        if settings.last_token and not keep_tokens:  # else read from the token rows
             stores[label, seed].update({name + LAST: capture(model, name, False, layers, "last")
                                         for name in SETS})
         if knowledge is not None:
@@ -316,7 +323,7 @@ def _analyse(settings: StudySettings, layers: list[str], checkpoints: dict, stor
              snapshot_stores: dict, forgetting: dict, jobs: list, base_score: float,
              out: Path) -> StudyResult:
     last = layers[-1]
-    base = _Features(stores["base", None], layers)
+    base = _Features(stores["base", None], layers, settings.last_token)
     base_space = {s: [_space(base, s, la, settings.rank_tokens) for la in layers] for s in SETS}
     base_info: dict[str, Any] = {
         "stores": {k: _relative(v, out) for k, v in stores["base", None].items()},
@@ -328,7 +335,7 @@ def _analyse(settings: StudySettings, layers: list[str], checkpoints: dict, stor
                           if k != "knowledge_hits"})
     runs, features = [], {}
     for arm, seed in jobs:
-        tuned = _Features(stores[arm.label, seed], layers)
+        tuned = _Features(stores[arm.label, seed], layers, settings.last_token)
         features[arm.label, seed] = tuned
         payload = torch.load(checkpoints[arm.label, seed], weights_only=True)
         training = payload["training"]
@@ -394,18 +401,13 @@ def _summarise(label: str, runs: list[dict], layers: list[str]) -> dict[str, Any
             values[key] = [r[key] for r in runs]
     for name, vals in values.items():
         row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(vals)
-    gains = [_last_gain(r["history"]) for r in runs]
-    row["last_gain"] = _mean_std(gains)[0]
-    row["plateaued"] = row["last_gain"] is not None and row["last_gain"] <= checks.PLATEAU_GAIN
+    flag = checks.plateau([r["history"] for r in runs])
+    row |= {"last_gain": flag["last_gain"], "plateaued": flag["plateaued"],
+            "still_rising": flag["rising"],
+            "plateau_test": {k: flag[k] for k in ("gained", "lost", "p")}}
     row["trainable_params"] = runs[0]["trainable_params"]
     row["trainable_percent"] = 100 * runs[0]["trainable_params"] / runs[0]["total_params"]
     return row
-
-
-def _last_gain(history: list[dict]) -> float | None:
-    """How much the task score rose between the last two evaluations."""
-    scores = [h[k] for h in history for k in ("accuracy", "exact_match") if k in h]
-    return scores[-1] - scores[-2] if len(scores) >= 2 else None
 
 
 def _trajectory(base: _Features, snapshots: dict[int, Path], final: _Features, run: dict,

@@ -56,13 +56,15 @@ def plot_trajectories(result: Any) -> Any:
 
 def plot_learning_curves(result: Any) -> Any:
     """Task score at each evaluation (seed 0) against optimizer steps; arms whose score was
-    still rising at the end are marked ``(not plateaued)``."""
+    still rising at the end are marked ``(not plateaued)``, those whose last rise is within
+    the eval set's noise ``(rise within noise)``."""
     with paper_style():
         fig, ax = plt.subplots()
         for i, name in enumerate(result.methods):
             points = result.trajectories[name]
             row = result.method_summary(name)
-            flag = "" if row["plateaued"] else " (not plateaued)"
+            flag = ("" if row["plateaued"] or row["last_gain"] is None else
+                    " (not plateaued)" if row["still_rising"] else " (rise within noise)")
             ax.plot([p["step"] for p in points], [p["score"] for p in points], color=color(i),
                     marker=marker(i), linestyle=linestyle(i), markersize=3, label=name + flag)
         ax.set_xlabel("Optimizer steps")

@@ -164,10 +164,11 @@ def _log(setup: _Setup, record: dict[str, Any]) -> None:
 
 
 def evaluate(model: nn.Module, data: Encoded, setup: _Setup,
-             runner: nn.Module | None = None) -> dict[str, float]:
+             runner: nn.Module | None = None) -> dict[str, Any]:
     """Mean loss and metric (accuracy / exact match) over ``data``, in batches of similar
-    lengths; through ``runner`` (the model wrapped for training, needed when it is sharded:
-    every process then runs the whole evaluation) when given."""
+    lengths, and ``eval_hits``: each example's 0/1 hit in the order of ``data`` (what a paired
+    test between two evaluations needs); through ``runner`` (the model wrapped for training,
+    needed when it is sharded: every process then runs the whole evaluation) when given."""
     was_training = model.training
     model.eval()
     step = runner if runner is not None else model.per_example
@@ -182,8 +183,11 @@ def evaluate(model: nn.Module, data: Encoded, setup: _Setup,
             losses.append(loss.float().cpu())
             hits.append(hit.cpu())
     model.train(was_training)
+    in_order = torch.empty(len(data), dtype=torch.long)
+    in_order[torch.tensor(by_length)] = torch.cat(hits).long()
     return {"eval_loss": torch.cat(losses).mean().item(),
-            METRICS[setup.task]: torch.cat(hits).float().mean().item()}
+            METRICS[setup.task]: in_order.float().mean().item(),
+            "eval_hits": in_order.tolist()}
 
 
 def _autocast(device: torch.device) -> Any:
