@@ -13,14 +13,19 @@ lock=requirements.lock
 venv=${REPSPACE_VENV:-.venv}
 python3 -m venv "$venv" 2>/dev/null || true
 py="$venv/bin/python"
+# pip, without the machine's "Location ... is ignored" lines (package folders an extra index of
+# the machine's pip configuration lacks: nothing to act on here)
+pip() {
+    "$py" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 stamp="$venv/.repspace-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 torch_pin=$(grep -E '^torch==' "$lock")
 if ! "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${torch_pin#torch==}')" \
         2>/dev/null; then
-    "$py" -m pip install --quiet --disable-pip-version-check -c "$lock" "$torch_pin"
+    pip install --quiet --disable-pip-version-check -c "$lock" "$torch_pin"
 fi
-"$py" -m pip install --quiet --disable-pip-version-check --no-deps -r "$lock"
-"$py" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+pip install --quiet --disable-pip-version-check --no-deps -r "$lock"
+pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 rm -f "$venv"/.repspace-*
 touch "$stamp"

@@ -58,10 +58,10 @@ def test_plateau_tests_the_last_rise_with_mcnemars_exact_test():
     assert (flag["gained"], flag["lost"]) == (5, 2)
     # P(Binomial(7, 1/2) >= 5), summed directly
     assert flag["p"] == pytest.approx(sum(math.comb(7, k) for k in range(5, 8)) / 2**7)
-    assert not flag["plateaued"] and not flag["rising"]  # +6 points, but p = 0.23
+    assert not flag["plateaued"] and not flag["still_rising"]  # +6 points, but p = 0.23
     # the same rise on 480 examples (seeds pool their answers) is beyond noise
     flag = plateau([_history(before * 10, after * 10)])
-    assert flag["p"] < 1e-3 and flag["rising"]
+    assert flag["p"] < 1e-3 and flag["still_rising"]
     two_seeds = plateau([_history(before, after), _history(after, after)])
     assert two_seeds["last_gain"] == pytest.approx(3 / 96)
     assert (two_seeds["gained"], two_seeds["lost"]) == (5, 2)
@@ -69,10 +69,10 @@ def test_plateau_tests_the_last_rise_with_mcnemars_exact_test():
 
 def test_plateau_without_hits_or_a_second_evaluation():
     flat = plateau([_history([1, 0, 1, 0], [1, 0, 1, 0])])
-    assert flat["plateaued"] and not flat["rising"] and flat["p"] == 1.0
+    assert flat["plateaued"] and not flat["still_rising"] and flat["p"] == 1.0
     old = [{"step": 1, "accuracy": 0.5}, {"step": 2, "accuracy": 0.5 + 2 * PLATEAU_GAIN}]
     untested = plateau([old])
-    assert untested["p"] is None and untested["rising"]  # no hits: the 1-point rule alone
+    assert untested["p"] is None and untested["still_rising"]  # no hits: the 1-point rule alone
     assert plateau([old[:1]])["last_gain"] is None
 
 
@@ -120,3 +120,22 @@ def test_summary_and_presets():
         StudySettings.preset_of("vision")
     with pytest.raises(InputError, match="at least 1 seed"):
         quick.with_seeds(0)
+
+
+def test_plateau_text_separates_rising_from_noise():
+    from types import SimpleNamespace
+
+    from repspace.demo.report import plateau_text
+
+    def row(method, gain, rising, p):
+        return {"method": method, "last_gain": gain, "plateaued": gain <= PLATEAU_GAIN,
+                "still_rising": rising, "plateau_test": {"gained": 0, "lost": 0, "p": p}}
+
+    text = plateau_text(SimpleNamespace(summary=[
+        row("lora", 0.0, False, 1.0), row("adapter", 0.0625, False, 0.227),
+        row("full", 0.05, True, 0.001)]))
+    rising, noisy = text.split("within the eval set's noise")
+    assert "full (+0.050, p = 0.00)" in rising and "adapter" not in rising
+    assert "adapter (+0.062, p = 0.23)" in noisy and "lora" not in text
+    assert plateau_text(SimpleNamespace(summary=[row("lora", 0.0, False, 1.0)])).startswith(
+        "Every arm had plateaued")

@@ -121,7 +121,7 @@ def plateau(histories: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
     it is at most ``PLATEAU_GAIN`` (1 point). A larger rise may be a few answers of a small
     eval set, so it is tested: ``gained`` / ``lost`` count the examples that turned right /
     wrong between the two evaluations (summed over seeds) and ``p`` is McNemar's exact
-    one-sided test of the rise (:func:`mcnemar`); ``rising``: not plateaued and
+    one-sided test of the rise (:func:`mcnemar`); ``still_rising``: not plateaued and
     p < ``PLATEAU_ALPHA`` (still learning, beyond noise). ``p`` is ``None`` without per-example
     hits; ``last_gain`` is ``None`` with fewer than two evaluations.
     """
@@ -131,7 +131,7 @@ def plateau(histories: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
         if len(scored) >= 2:
             pairs.append(scored[-2:])
     if not pairs:
-        return {"last_gain": None, "plateaued": False, "rising": False, "gained": None,
+        return {"last_gain": None, "plateaued": False, "still_rising": False, "gained": None,
                 "lost": None, "p": None}
     gain = float(np.mean([after.get("accuracy", after.get("exact_match"))
                           - before.get("accuracy", before.get("exact_match"))
@@ -142,7 +142,7 @@ def plateau(histories: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
         gained, lost, p = mcnemar([h for before, _ in pairs for h in before["eval_hits"]],
                                   [h for _, after in pairs for h in after["eval_hits"]])
         out |= {"gained": gained, "lost": lost, "p": p}
-    out["rising"] = not out["plateaued"] and (out["p"] is None or out["p"] < PLATEAU_ALPHA)
+    out["still_rising"] = not out["plateaued"] and (out["p"] is None or out["p"] < PLATEAU_ALPHA)
     return out
 
 

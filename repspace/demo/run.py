@@ -403,7 +403,7 @@ def _summarise(label: str, runs: list[dict], layers: list[str]) -> dict[str, Any
         row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(vals)
     flag = checks.plateau([r["history"] for r in runs])
     row |= {"last_gain": flag["last_gain"], "plateaued": flag["plateaued"],
-            "still_rising": flag["rising"],
+            "still_rising": flag["still_rising"],
             "plateau_test": {k: flag[k] for k in ("gained", "lost", "p")}}
     row["trainable_params"] = runs[0]["trainable_params"]
     row["trainable_percent"] = 100 * runs[0]["trainable_params"] / runs[0]["total_params"]
