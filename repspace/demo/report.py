@@ -134,7 +134,8 @@ def smoke_label(result: Any) -> str:
 def _rise(row: dict[str, Any]) -> str:
     """``+gain, p = P`` of an arm's last evaluation (no p without per-example hits)."""
     p = row["plateau_test"]["p"]
-    return f"+{row['last_gain']:.3f}" + (f", p = {p:.2f}" if p is not None else "")
+    shown = "" if p is None else ", p < 0.001" if p < 0.001 else f", p = {p:.3f}"
+    return f"+{row['last_gain']:.3f}{shown}"
 
 
 def _plateau_cell(row: dict[str, Any]) -> str:

@@ -69,7 +69,8 @@ def plot_learning_curves(result: Any) -> Any:
                     marker=marker(i), linestyle=linestyle(i), markersize=3, label=name + flag)
         ax.set_xlabel("Optimizer steps")
         ax.set_ylabel(_score_label(result))
-        ax.legend(frameon=False, fontsize=6)
+        # beside the axes: inside, the flagged arms' long labels cover the curves
+        ax.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
